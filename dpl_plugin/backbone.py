@@ -1,0 +1,209 @@
+"""Loading CLIP and describing its shapes.
+
+Weights come from the installed ``clip`` package's model definitions: by name through clip's own
+cache (``~/.cache/clip``) and download, or from a local file holding either a TorchScript archive
+or a plain state dict (optionally gzip-compressed). Nothing about widths, depths or head counts is
+assumed: :class:`BackboneSpec` reads them off the loaded model.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import socket
+import urllib.error
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+
+from ._clip import clip_api, clip_model_module
+
+DEFAULT_CACHE = os.path.expanduser("~/.cache/clip")
+PRECISIONS = ("fp32", "fp16", "amp")
+DOWNLOAD_TIMEOUT = 60  # seconds without data before a download gives up
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """CLIP weights are neither on disk nor downloadable."""
+
+
+class CorruptWeightsError(RuntimeError):
+    """A weights file exists but cannot be read as CLIP weights."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """The shapes that prompts depend on, read off a loaded CLIP model."""
+
+    name: str
+    text_layers: int
+    text_width: int
+    text_heads: int
+    context_length: int
+    embed_dim: int
+    vision_layers: int  # 0 for ResNet backbones: they have no transformer to prompt
+    vision_width: int
+    vision_heads: int
+    image_resolution: int
+
+    @property
+    def is_vit(self) -> bool:
+        return self.vision_layers > 0
+
+    def layers(self, branch: str) -> int:
+        return {"text": self.text_layers, "vision": self.vision_layers}[branch]
+
+    def width(self, branch: str) -> int:
+        return {"text": self.text_width, "vision": self.vision_width}[branch]
+
+    @classmethod
+    def of(cls, model: "clip_model_module.CLIP", name: str = "") -> "BackboneSpec":
+        text = model.transformer
+        visual = model.visual
+        is_vit = isinstance(visual, clip_model_module.VisionTransformer)
+        if is_vit:
+            vblock = visual.transformer.resblocks[0]
+            vision = (len(visual.transformer.resblocks), visual.transformer.width, vblock.attn.num_heads)
+            resolution = visual.input_resolution
+        else:
+            vision = (0, 0, 0)
+            resolution = visual.input_resolution
+        return cls(
+            name=name,
+            text_layers=len(text.resblocks),
+            text_width=text.width,
+            text_heads=text.resblocks[0].attn.num_heads,
+            context_length=model.context_length,
+            embed_dim=model.text_projection.shape[1],
+            vision_layers=vision[0],
+            vision_width=vision[1],
+            vision_heads=vision[2],
+            image_resolution=resolution,
+        )
+
+
+def _cache_path(name: str, download_root: Optional[str]) -> tuple[str, str, str]:
+    url = clip_api._MODELS[name]
+    root = download_root or DEFAULT_CACHE
+    return url, os.path.join(root, os.path.basename(url)), url.split("/")[-2]
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_weights(name_or_path: str, download_root: Optional[str] = None) -> str:
+    """Return a local file holding the weights, downloading a named model into clip's cache if needed.
+
+    Set ``DPL_OFFLINE=1`` to never attempt a download (clusters without internet).
+    """
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    if name_or_path not in clip_api._MODELS:
+        raise WeightsNotFoundError(
+            f"CLIP weights '{name_or_path}' not found: it is neither an existing file nor one of "
+            f"clip's model names {clip_api.available_models()}. Pass a model name or the path to a "
+            f".pt file (TorchScript archive or state dict)."
+        )
+    url, target, expected_sha = _cache_path(name_or_path, download_root)
+    if os.path.isfile(target):
+        if _sha256(target) == expected_sha:
+            return target
+        raise CorruptWeightsError(
+            f"{target} exists but its SHA256 does not match clip's published checksum for "
+            f"'{name_or_path}' (a partial or corrupt download). Delete it and retry, or download "
+            f"{url} again on a machine with internet and copy it to {target}."
+        )
+    if os.environ.get("DPL_OFFLINE", "0") not in ("", "0"):
+        raise WeightsNotFoundError(
+            f"CLIP weights '{name_or_path}' are not in the cache and DPL_OFFLINE is set. Expected "
+            f"file: {target}. Download {url} on a machine with internet and copy it there, or pass "
+            f"the path of a local weights file."
+        )
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # clip's downloader has none: never hang offline
+    try:
+        return clip_api._download(url, os.path.dirname(target))
+    except (urllib.error.URLError, OSError) as err:
+        if os.path.isfile(target) and _sha256(target) != expected_sha:
+            os.remove(target)  # never leave a partial file that looks like a cached model
+        raise WeightsNotFoundError(
+            f"CLIP weights '{name_or_path}' are not in the cache and could not be downloaded "
+            f"({err}). Expected file: {target}. Download {url} on a machine with internet and "
+            f"copy it there (or set the download root), or pass the path of a local weights file."
+        ) from err
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _read_state_dict(path: str) -> dict:
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":  # gzip: small shipped checkpoints are stored compressed
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise CorruptWeightsError(f"{path} looks gzip-compressed but cannot be decompressed ({err}): "
+                                      f"the file is truncated or corrupt; re-download or re-export it") from err
+    errors = []
+    try:
+        with warnings.catch_warnings():  # OpenAI ships TorchScript archives; torch now frowns on them
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(io.BytesIO(raw), map_location="cpu").state_dict()
+    except Exception as err:  # not a TorchScript archive: try a plain state dict next
+        errors.append(f"as TorchScript: {err}")
+    try:
+        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as err:
+        errors.append(f"as state dict: {err}")
+        raise CorruptWeightsError(
+            f"cannot read CLIP weights from {path}: the file is truncated, corrupt, or not a CLIP "
+            f"checkpoint. Re-download or re-export it. Details: {'; '.join(errors)}"
+        ) from err
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or "token_embedding.weight" not in obj:
+        raise CorruptWeightsError(
+            f"{path} is readable but holds no CLIP state dict (no 'token_embedding.weight' key)."
+        )
+    return obj
+
+
+def load_clip(
+    name_or_path: str,
+    device: Union[str, torch.device] = "cpu",
+    precision: str = "fp32",
+    download_root: Optional[str] = None,
+) -> "clip_model_module.CLIP":
+    """Build a frozen, eval-mode CLIP from a model name or a local weights file.
+
+    ``precision``: ``fp32`` (always on CPU), ``fp16`` (CLIP's half weights, GPU only) or ``amp``
+    (fp32 weights, autocast at run time). fp16 on CPU falls back to fp32 with a warning.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+    device = torch.device(device)
+    path = resolve_weights(name_or_path, download_root)
+    state_dict = _read_state_dict(path)
+    try:
+        model = clip_model_module.build_model(state_dict)
+    except (KeyError, RuntimeError, AssertionError) as err:
+        raise CorruptWeightsError(f"{path} holds an incomplete or mismatched CLIP state dict: {err}") from err
+    if precision == "fp16" and device.type == "cpu":
+        warnings.warn("fp16 is not supported on CPU; using fp32", stacklevel=2)
+        precision = "fp32"
+    if precision != "fp16":
+        model.float()
+    model = model.to(device).eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model

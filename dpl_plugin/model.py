@@ -1,0 +1,134 @@
+"""``PromptedCLIP``: a frozen CLIP classifier whose encoders take prompts from a learner.
+
+The learner can be a :class:`~dpl_plugin.learners.PromptLearner` (fixed lengths, train stage and
+baselines) or the search's supernet learner; the model does not care which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import BackboneSpec
+from .config import PromptConfig
+from .encoders import PromptedImageEncoder, PromptedTextEncoder
+from .learners import PromptLearner, PromptSet
+from .text_inputs import TokenizedPrompts, build_prompts, plan_text_input
+
+
+class PromptedCLIP(nn.Module):
+    def __init__(self, clip_model, prompts: TokenizedPrompts, learner: nn.Module):
+        super().__init__()
+        for param in clip_model.parameters():
+            param.requires_grad_(False)
+        self.backbone = BackboneSpec.of(clip_model)
+        self.text_encoder = PromptedTextEncoder(clip_model)
+        self.image_encoder = PromptedImageEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.prompt_learner = learner
+        if prompts.n_slots != learner.text_input_slots:
+            raise ValueError(
+                f"text prompts were tokenized with {prompts.n_slots} input slots, but the learner "
+                f"places {learner.text_input_slots} input tokens"
+            )
+        self.prompts = prompts
+        # Token ids follow the model across devices but are not learned: keep them out of checkpoints.
+        self.register_buffer("text_tokens", prompts.tokens, persistent=False)
+        self.register_buffer("text_eot", prompts.eot, persistent=False)
+        self._text_cache: Optional[torch.Tensor] = None
+        self._caching = False
+        self._static_text: Optional[torch.Tensor] = None  # features of prompt-free text (e.g. VPT)
+
+    # -- frozen parts stay in eval mode (ResNet BatchNorm statistics must not move) ----------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.text_encoder.eval()
+        self.image_encoder.eval()
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return self.prompts.num_classes
+
+    def _tokenized(self) -> TokenizedPrompts:
+        p = self.prompts
+        return TokenizedPrompts(self.text_tokens, self.text_eot, p.n_slots, p.num_classes, p.num_templates)
+
+    # -- features --------------------------------------------------------------------------------
+    def encode_text(self, prompt_set: Optional[PromptSet] = None) -> torch.Tensor:
+        """Normalised class text features ``(C, embed_dim)`` (template ensembles averaged)."""
+        if self._text_cache is not None:
+            return self._text_cache
+        if prompt_set is None:
+            prompt_set = self.prompt_learner()
+        static = not prompt_set.any("text")  # nothing learnable reaches the text side
+        if static and self._static_text is not None and self._static_text.device == self.text_tokens.device:
+            return self._static_text
+        feats = self.text_encoder(self._tokenized(), prompt_set.text, self.prompt_learner.insertion)
+        feats = F.normalize(feats, dim=-1)
+        if self.prompts.num_templates > 1:
+            feats = F.normalize(feats.view(self.num_classes, self.prompts.num_templates, -1).mean(1), dim=-1)
+        if static:
+            self._static_text = feats.detach()
+        if self._caching:
+            self._text_cache = feats
+        return feats
+
+    def encode_image(self, images: torch.Tensor, prompt_set: Optional[PromptSet] = None) -> torch.Tensor:
+        if prompt_set is None:
+            prompt_set = self.prompt_learner()
+        feats = self.image_encoder(images, prompt_set.vision, self.prompt_learner.insertion)
+        return F.normalize(feats, dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C)``: scaled cosine similarity of image and class text features."""
+        prompt_set = self.prompt_learner()
+        image = self.encode_image(images, prompt_set)
+        text = self.encode_text(prompt_set)
+        return self.logit_scale.exp() * image @ text.t()
+
+    @contextlib.contextmanager
+    def cached_text_features(self):
+        """Compute the class text features once for a whole evaluation (they do not depend on the
+        images), instead of once per batch. Use only while the prompts do not change."""
+        self._caching, self._text_cache = True, None
+        try:
+            yield self
+        finally:
+            self._caching, self._text_cache = False, None
+
+    def learnable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def build_prompted_clip(
+    clip_model,
+    classnames: Sequence[str],
+    config: PromptConfig,
+    ctx_init: str = "",
+    templates: Optional[Sequence[str]] = None,
+    text_init: str = "normal:0.02",
+    vision_init: str = "normal:0.02",
+    truncate: bool = True,
+) -> PromptedCLIP:
+    """A :class:`PromptedCLIP` with fixed-length prompts as ``config`` describes them.
+
+    ``ctx_init`` (e.g. "a photo of a") gives the text input tokens their initial values under
+    native insertion when it is long enough, as in CoOp and MaPLe; ``templates`` replaces the fixed
+    text ("a photo of a {}.") and, with several, averages the class features over them.
+    """
+    backbone = BackboneSpec.of(clip_model)
+    config.validate(backbone)
+    templates, n_slots, mode = plan_text_input(config.insertion, config.input_length("text"), ctx_init, templates)
+    prompts = build_prompts(classnames, templates, n_slots, mode, backbone.context_length, truncate)
+    layer0 = None
+    if mode == "overlay":
+        with torch.no_grad():
+            layer0 = clip_model.token_embedding(prompts.tokens[0, 1: 1 + n_slots]).float()
+    learner = PromptLearner(config, backbone, text_init, vision_init, layer0_text=layer0)
+    learner.to(clip_model.logit_scale.device)
+    return PromptedCLIP(clip_model, prompts, learner)

@@ -1,0 +1,135 @@
+"""Class prompts as token sequences: templates, placeholder slots, EOT positions, context checks.
+
+Every design feeds the text encoder the tokens of ``template.format(classname)`` (with ``_`` in
+class names read as spaces, as the baselines do), preceded by ``n_slots`` *slot* positions right
+after SOS that the learnable layer-0 tokens fill under native insertion:
+
+* ``prepend``: slots are extra placeholder tokens ("X X ... X a photo of a cat.") -- CoOp's and
+  MaPLe's form for randomly initialised context;
+* ``overlay``: slots are the first ``n_slots`` tokens of the template itself, which also give their
+  initial values ("[a photo] of a cat." with "a photo" learnable) -- CoOp/MaPLe with ``ctx_init``.
+
+Sequences are cut just after the last EOT among the classes: with causal attention, positions after
+a sequence's EOT never influence it, so the result is exact and the text side gets much cheaper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import torch
+
+from ._clip import clip_api
+
+_tokenizer = clip_api._tokenizer
+SOT = _tokenizer.encoder["<|startoftext|>"]
+EOT = _tokenizer.encoder["<|endoftext|>"]
+PLACEHOLDER = "X"
+
+
+class ContextOverflowError(ValueError):
+    """A class prompt does not fit CLIP's text context."""
+
+
+def clean_classname(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def bpe(text: str) -> List[int]:
+    return _tokenizer.encode(text)
+
+
+@dataclass
+class TokenizedPrompts:
+    """Token ids of every (class, template) prompt, class-major: row ``c * T + t``."""
+
+    tokens: torch.Tensor  # (C * T, L) int64, cut after the last EOT
+    eot: torch.Tensor  # (C * T,) index of each row's EOT
+    n_slots: int  # layer-0 slot positions [1, 1 + n_slots) in every row
+    num_classes: int
+    num_templates: int
+    overlay_text: Optional[str] = None  # the template words the slots start from, if overlaid
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
+
+
+def build_prompts(
+    classnames: Sequence[str],
+    templates: Sequence[str] = ("a photo of a {}.",),
+    n_slots: int = 0,
+    slot_mode: str = "prepend",
+    context_length: int = 77,
+    truncate: bool = True,
+) -> TokenizedPrompts:
+    """Tokenize ``template.format(class)`` for every class and template, with ``n_slots`` slots.
+
+    Raises :class:`ContextOverflowError` naming the class whose prompt exceeds ``context_length``.
+    ``truncate=False`` keeps all ``context_length`` positions (the reference computation).
+    """
+    if slot_mode not in ("prepend", "overlay"):
+        raise ValueError(f"slot_mode must be 'prepend' or 'overlay', got '{slot_mode}'")
+    if not classnames:
+        raise ValueError("no class names given")
+    rows, overlay_text = [], None
+    for name in classnames:
+        for template in templates:
+            body = bpe(template.format(clean_classname(name)))
+            if slot_mode == "overlay":
+                overlay_text = _check_overlay(template, body, n_slots, overlay_text)
+                ids = [SOT] + body + [EOT]
+            else:
+                ids = [SOT] + bpe(" ".join([PLACEHOLDER] * n_slots)) + body + [EOT] if n_slots else [SOT] + body + [EOT]
+            if len(ids) > context_length:
+                raise ContextOverflowError(
+                    f"class '{name}' does not fit CLIP's {context_length}-token context: "
+                    f"'{template.format(clean_classname(name))}' with {n_slots} prompt token(s) needs "
+                    f"{len(ids)} tokens. Shorten this class name (or use fewer input prompt tokens)."
+                )
+            rows.append(ids)
+    eot = torch.tensor([len(r) - 1 for r in rows])
+    length = int(eot.max()) + 1 if truncate else context_length
+    tokens = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, ids in enumerate(rows):
+        tokens[i, : len(ids)] = torch.tensor(ids)
+    return TokenizedPrompts(tokens, eot, n_slots, len(classnames), len(templates), overlay_text)
+
+
+def _check_overlay(template: str, body: List[int], n_slots: int, previous: Optional[str]) -> str:
+    prefix = bpe(template.split("{}")[0])
+    if n_slots > len(prefix):
+        raise ValueError(
+            f"cannot overlay {n_slots} learnable tokens on the template '{template}': its text before "
+            f"the class name has only {len(prefix)} tokens. Use slot_mode='prepend' (random init)."
+        )
+    text = _tokenizer.decode(prefix[:n_slots]).strip()
+    if previous is not None and previous != text:
+        raise ValueError("overlay slots need all templates to start with the same words")
+    return text
+
+
+def check_context(classnames: Sequence[str], templates=("a photo of a {}.",), n_slots: int = 0,
+                  context_length: int = 77) -> None:
+    """Raise :class:`ContextOverflowError` if any class prompt does not fit the context."""
+    build_prompts(classnames, templates, n_slots, "prepend", context_length)
+
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+def plan_text_input(insertion: str, n_input: int, ctx_init: str = "", templates: Optional[Sequence[str]] = None):
+    """Templates, slot count and slot mode for a design's text input (the baselines' rules).
+
+    * prefix insertion, or no input tokens: the fixed prompt ("a photo of a {}." by default);
+    * native with ``ctx_init`` of at least ``n_input`` tokens: the first ``n_input`` tokens of
+      "{ctx_init} {}." become learnable, starting from their embeddings (CoOp/MaPLe ``CTX_INIT``);
+    * otherwise ``n_input`` placeholder slots before "{}." (CoOp/MaPLe random initialisation).
+    """
+    if insertion != "native" or n_input == 0:
+        return list(templates or [DEFAULT_TEMPLATE]), 0, "prepend"
+    ctx_init = clean_classname(ctx_init).strip()
+    if ctx_init and n_input <= len(bpe(ctx_init)):
+        return [f"{ctx_init} {{}}."], n_input, "overlay"
+    return list(templates or ["{}."]), n_input, "prepend"
