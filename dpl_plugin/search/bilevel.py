@@ -1,0 +1,363 @@
+"""The bi-level search loop, independent of any training engine.
+
+Every training minibatch makes two steps (first-order DARTS, as the official code):
+
+1. ``alpha`` step: cross-entropy of a *validation* batch, gradients for ``alpha`` only, Adam;
+2. prompt step: cross-entropy of the training batch, gradients for the prompts only, the prompt
+   optimizer (SGD in the recipe).
+
+Validation batches come from cycling a (shuffled) validation loader, so ``alpha`` sees all of the
+validation data rather than the same first batch. ``second_order=True`` replaces step 1 by
+DARTS's unrolled approximation. After every epoch the loop records ``softmax(alpha)``, writes the
+history and heatmaps, and checkpoints everything needed to resume exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import PromptConfig
+from ..reproducibility import capture_rng_state, restore_rng_state
+from .history import AlphaHistory, derive_config, format_confidence
+from .plots import plot_history
+from .supernet import SupernetPromptLearner
+
+logger = logging.getLogger("dpl_plugin.search")
+
+CONFIG_FILE = "searched_config.yaml"
+HISTORY_FILE = "alpha_history.json"
+CHECKPOINT_FILE = "search_checkpoint.pth"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the message says where, and what on disk is still good."""
+
+
+class SearchStateMismatchError(ValueError):
+    """A checkpoint belongs to a different search (backbone, branches or candidate set)."""
+
+
+@dataclass
+class SearchSettings:
+    epochs: int = 80
+    alpha_lr: float = 3.5e-3
+    alpha_betas: Tuple[float, float] = (0.5, 0.999)
+    alpha_weight_decay: float = 0.0
+    second_order: bool = False
+    early_stop_patience: int = 0  # > 0: stop once every layer's choice held this many epochs
+    precision: str = "fp32"  # fp32 | amp (autocast + gradient scaling on CUDA)
+    resume: bool = True
+    plot: bool = True
+
+
+def default_batch(batch) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` from a tuple/list batch or a Dassl-style dict."""
+    if isinstance(batch, dict):
+        return batch["img"], batch["label"]
+    return batch[0], batch[1]
+
+
+class CyclingIterator:
+    """Endless batches from a re-iterable, restarting it when exhausted (a new shuffle each time).
+
+    Its state is the RNG state in force when the current pass began and the batches drawn since;
+    restoring replays that pass's start and skips what was consumed, so the next batch is the one
+    the uninterrupted run would draw.
+    """
+
+    def __init__(self, iterable: Iterable, name: str = "validation"):
+        self.iterable, self.name = iterable, name
+        self._iterator = None
+        self._pass_rng: Optional[torch.Tensor] = None
+        self.position = 0
+
+    def _start_pass(self) -> None:
+        self._pass_rng = torch.get_rng_state()
+        self._iterator = iter(self.iterable)
+        self.position = 0
+
+    def __next__(self):
+        if self._iterator is None:
+            self._start_pass()
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self._start_pass()
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                raise ValueError(
+                    f"the {self.name} loader yields no batches: the alpha step needs validation data "
+                    f"(a few labelled images per class, held out from the training images)"
+                ) from None
+        self.position += 1
+        return batch
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"pass_rng": self._pass_rng, "position": self.position}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if state["pass_rng"] is None:
+            return
+        current = torch.get_rng_state()
+        torch.set_rng_state(state["pass_rng"])
+        self._pass_rng, self._iterator = state["pass_rng"], iter(self.iterable)
+        for _ in range(state["position"]):
+            next(self._iterator)
+        self.position = state["position"]
+        torch.set_rng_state(current)
+
+
+@dataclass
+class SearchResult:
+    config: PromptConfig
+    history: AlphaHistory
+    output_dir: Optional[str]
+    epochs_run: int
+    files: Dict[str, str] = field(default_factory=dict)
+
+
+class BilevelSearch:
+    """Search prompt lengths for ``model`` (a :class:`PromptedCLIP` with a supernet learner).
+
+    ``prompt_optimizer`` must hold the learner's prompt parameters and not ``alpha``;
+    ``scheduler`` (optional) is stepped once per epoch. ``output_dir`` receives the searched
+    configuration, the alpha history, heatmaps and the resumable checkpoint.
+    """
+
+    def __init__(self, model, train_loader: Iterable, val_loader: Iterable,
+                 prompt_optimizer: torch.optim.Optimizer, scheduler=None,
+                 settings: Optional[SearchSettings] = None, output_dir: Optional[str] = None,
+                 device: Optional[torch.device] = None, batch_fn: Callable = default_batch,
+                 provenance: Optional[Dict[str, Any]] = None):
+        self.model = model
+        self.learner: SupernetPromptLearner = model.prompt_learner
+        if not isinstance(self.learner, SupernetPromptLearner):
+            raise TypeError("BilevelSearch needs a model built with a SupernetPromptLearner (see build_supernet)")
+        self.settings = settings or SearchSettings()
+        if self.settings.second_order and self.settings.precision == "amp":
+            raise ValueError("the second-order alpha step is implemented for fp32 only")
+        self.train_loader, self.batch_fn = train_loader, batch_fn
+        self.val_batches = CyclingIterator(val_loader)
+        self.device = device or self.learner.lengths.device
+        self.prompt_optimizer, self.scheduler = prompt_optimizer, scheduler
+        self.arch_params = self.learner.arch_parameters()
+        self.prompt_params = self.learner.prompt_parameters()
+        arch_ids = {id(p) for p in self.arch_params}
+        if any(id(p) in arch_ids for g in prompt_optimizer.param_groups for p in g["params"]):
+            raise ValueError("the prompt optimizer holds alpha: give it learner.prompt_parameters() only")
+        s = self.settings
+        self.alpha_optimizer = torch.optim.Adam(self.arch_params, lr=s.alpha_lr, betas=tuple(s.alpha_betas),
+                                                weight_decay=s.alpha_weight_decay)
+        amp = s.precision == "amp" and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.autocast = amp
+        self.output_dir = output_dir
+        self.provenance = dict(provenance or {})
+        self.history = AlphaHistory(self.learner.candidates)
+        self.epoch = 0
+        self.iteration = 0
+
+    # -- losses and steps --------------------------------------------------------------------------
+    def _loss(self, batch, phase: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = self.batch_fn(batch)
+        images, labels = images.to(self.device), labels.to(self.device)
+        with torch.autocast(self.device.type, enabled=self.autocast):
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the {phase} loss is {loss.item()} at epoch {self.epoch + 1}, iteration {self.iteration + 1}. "
+                f"Nothing was written for this epoch; {self._on_disk()} Lower the learning rates or "
+                f"check the data, then run again to resume."
+            )
+        return loss, logits.detach(), labels
+
+    def _on_disk(self) -> str:
+        if self.output_dir and os.path.isfile(os.path.join(self.output_dir, CHECKPOINT_FILE)):
+            return f"the checkpoint of epoch {self.epoch} in {self.output_dir} is intact."
+        return "no earlier checkpoint exists."
+
+    def _apply(self, loss, params: List[torch.nn.Parameter], optimizer) -> None:
+        """Gradients of ``loss`` for ``params`` only, then one optimizer step."""
+        grads = torch.autograd.grad(self.scaler.scale(loss), params, allow_unused=True)
+        for param, grad in zip(params, grads):
+            param.grad = grad
+        self.scaler.step(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+
+    def _alpha_step(self, val_batch, train_batch) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.settings.second_order:
+            return self._unrolled_alpha_step(val_batch, train_batch)
+        loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
+        self._apply(loss, self.arch_params, self.alpha_optimizer)
+        return loss, logits, labels
+
+    def _unrolled_alpha_step(self, val_batch, train_batch):
+        """DARTS second order: ``grad_a L_val(w - xi grad_w L_train(w, a), a)`` by finite differences."""
+        params = self.prompt_params
+        group = self.prompt_optimizer.param_groups[0]
+        xi, decay = group["lr"], group.get("weight_decay", 0.0)
+        saved = [p.detach().clone() for p in params]
+        train_loss, _, _ = self._loss(train_batch, "training (unrolled alpha step)")
+        grads = _zeros_for_none(torch.autograd.grad(train_loss, params, allow_unused=True), params)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.sub_(xi * (g + decay * p))
+        val_loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
+        grads = torch.autograd.grad(val_loss, self.arch_params + params, allow_unused=True)
+        alpha_grads = _zeros_for_none(grads[: len(self.arch_params)], self.arch_params)
+        w_grads = _zeros_for_none(grads[len(self.arch_params):], params)
+        eps = 0.01 / (torch.cat([g.flatten() for g in w_grads]).norm() + 1e-12)
+
+        def alpha_grad_at(sign: float):
+            with torch.no_grad():
+                for p, w, g in zip(params, saved, w_grads):
+                    p.copy_(w + sign * eps * g)
+            loss, _, _ = self._loss(train_batch, "training (unrolled alpha step)")
+            return _zeros_for_none(torch.autograd.grad(loss, self.arch_params, allow_unused=True), self.arch_params)
+
+        plus, minus = alpha_grad_at(1.0), alpha_grad_at(-1.0)
+        with torch.no_grad():
+            for p, w in zip(params, saved):
+                p.copy_(w)
+        for a, g, gp, gm in zip(self.arch_params, alpha_grads, plus, minus):
+            a.grad = g - xi * (gp - gm) / (2 * eps)
+        self.alpha_optimizer.step()
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        return val_loss, logits, labels
+
+    # -- epochs ------------------------------------------------------------------------------------
+    def _run_epoch(self) -> Dict[str, float]:
+        self.model.train()
+        sums = {"train_loss": 0.0, "val_loss": 0.0, "train_acc": 0.0, "val_acc": 0.0}
+        count = 0
+        total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
+        bar = tqdm(self.train_loader, total=total, desc=f"search {self.epoch + 1}/{self.settings.epochs}",
+                   leave=False, dynamic_ncols=True)
+        for self.iteration, train_batch in enumerate(bar):
+            val_loss, val_logits, val_labels = self._alpha_step(next(self.val_batches), train_batch)
+            loss, logits, labels = self._loss(train_batch, "training (prompt step)")
+            self._apply(loss, self.prompt_params, self.prompt_optimizer)
+            self.scaler.update()
+            count += 1
+            sums["train_loss"] += loss.item()
+            sums["val_loss"] += val_loss.item()
+            sums["train_acc"] += _accuracy(logits, labels)
+            sums["val_acc"] += _accuracy(val_logits, val_labels)
+            bar.set_postfix(train=f"{sums['train_loss'] / count:.3f}", val=f"{sums['val_loss'] / count:.3f}")
+        if count == 0:
+            raise ValueError("the training loader yields no batches")
+        return {k: v / count for k, v in sums.items()}
+
+    def run(self) -> SearchResult:
+        if self.output_dir:
+            os.makedirs(self.output_dir, exist_ok=True)
+        path = os.path.join(self.output_dir, CHECKPOINT_FILE) if self.output_dir else None
+        if path and self.settings.resume and os.path.isfile(path):
+            self.load_state_dict(load_checkpoint(path, map_location=self.device))
+            logger.info("Resumed the search from %s after epoch %d", path, self.epoch)
+        epochs = self.settings.epochs
+        while self.epoch < epochs:
+            stats = self._run_epoch()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.epoch += 1
+            self.history.record(self.learner)
+            self._log_epoch(stats)
+            if path:
+                save_checkpoint(self.state_dict(), path)
+                self._write_reports(final=False)
+            patience = self.settings.early_stop_patience
+            if patience > 0 and self.history.stable_for(patience):
+                logger.info("Every layer's choice has held for %d epochs: stopping after epoch %d", patience, self.epoch)
+                break
+        return self._finish()
+
+    def _log_epoch(self, stats: Dict[str, float]) -> None:
+        current = derive_config(self.learner)
+        logger.info(
+            "epoch [%d/%d] train loss %.4f acc %.1f%% | val loss %.4f acc %.1f%% | lr %.3e | text %s | vision %s",
+            self.epoch, self.settings.epochs, stats["train_loss"], stats["train_acc"], stats["val_loss"],
+            stats["val_acc"], self.prompt_optimizer.param_groups[0]["lr"], current.text, current.vision,
+        )
+
+    def _write_reports(self, final: bool) -> Dict[str, str]:
+        files = {"history": self.history.save(os.path.join(self.output_dir, HISTORY_FILE))}
+        if self.settings.plot and self.history.epochs:
+            files.update({f"heatmap_{k}": v for k, v in plot_history(self.history, self.output_dir).items()})
+        if final:
+            files["config"] = self.config().save(os.path.join(self.output_dir, CONFIG_FILE))
+        return files
+
+    def config(self) -> PromptConfig:
+        return derive_config(self.learner, self.history, self.provenance)
+
+    def _finish(self) -> SearchResult:
+        files = self._write_reports(final=True) if self.output_dir else {}
+        if self.history.epochs:
+            logger.info("Searched configuration (per-layer confidence):\n%s", format_confidence(self.history))
+        return SearchResult(self.config(), self.history, self.output_dir, self.epoch, files)
+
+    # -- state ------------------------------------------------------------------------------------
+    def _signature(self) -> Dict[str, Any]:
+        return {"candidates": list(self.learner.candidates),
+                "tables": {k: list(t.shape) for k, t in self.learner.alpha.tables.items()}}
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "format": "dpl-plugin/search-v1",
+            "signature": self._signature(),
+            "epoch": self.epoch,
+            "learner": self.learner.state_dict(),
+            "prompt_optimizer": self.prompt_optimizer.state_dict(),
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "history": self.history.to_dict(),
+            "val_batches": self.val_batches.state_dict(),
+            "rng": capture_rng_state(),
+            "settings": asdict(self.settings),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if state.get("format") != "dpl-plugin/search-v1":
+            raise SearchStateMismatchError("not a dpl-plugin search checkpoint")
+        if state["signature"] != self._signature():
+            raise SearchStateMismatchError(
+                f"the checkpoint was written by a search with {state['signature']}, but this search has "
+                f"{self._signature()} (another backbone, design or candidate set). Use another output "
+                f"directory, or delete {CHECKPOINT_FILE} to start this search over."
+            )
+        self.learner.load_state_dict(state["learner"])
+        self.prompt_optimizer.load_state_dict(state["prompt_optimizer"])
+        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history = AlphaHistory.from_dict(state["history"])
+        self.epoch = state["epoch"]
+        self.val_batches.load_state_dict(state["val_batches"])  # replays RNG: restore RNG after it
+        restore_rng_state(state["rng"])
+
+
+def _zeros_for_none(grads: Sequence[Optional[torch.Tensor]], params) -> List[torch.Tensor]:
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100.0 * (logits.argmax(dim=1) == labels).float().mean().item()
+
+
+__all__ = [
+    "BilevelSearch", "CHECKPOINT_FILE", "CONFIG_FILE", "CyclingIterator", "HISTORY_FILE", "NonFiniteLossError",
+    "SearchResult", "SearchSettings", "SearchStateMismatchError", "default_batch",
+]

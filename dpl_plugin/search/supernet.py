@@ -1,0 +1,157 @@
+"""The search's supernet: candidate prompts for every length, mixed by architecture logits.
+
+For every searched layer ``l`` of a branch and every candidate length ``c`` in ``C`` there is a
+prompt ``P[l, c]`` of ``c`` tokens (stored packed, one tensor per layer), and one logit
+``alpha[l, c]``. The learner emits, per layer, a :class:`CandidateMixture` whose weights are
+``softmax(alpha[l])``; the prefix attention mixes the candidates in one pass.
+
+``alpha`` lives in its own module (:class:`ArchitectureLogits`): it is in the state dict, moves
+with ``.to()``, and is kept apart from the prompt parameters, which the prompt optimizer gets.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Sequence
+
+import torch
+from torch import nn
+
+from ..attention import CandidateMixture
+from ..backbone import BackboneSpec
+from ..learners import PromptSet, coupling_map, init_tensor
+from ..model import PromptedCLIP
+from ..text_inputs import DEFAULT_TEMPLATE, build_prompts
+
+COUPLED = "coupled"  # key of the single logit table shared by both branches (MaPLe-style)
+
+
+def normalise_candidates(candidates: Iterable[int]) -> List[int]:
+    values = sorted(set(int(c) for c in candidates))
+    if len(values) < 2 or values[0] != 0:
+        raise ValueError(f"candidate lengths must be non-negative, include 0 (no prompt) and at least one "
+                         f"positive length, got {list(candidates)}")
+    return values
+
+
+class ArchitectureLogits(nn.Module):
+    """``alpha``: one ``(layers, |C|)`` table per searched branch, or one shared table if coupled."""
+
+    def __init__(self, layers: Dict[str, int], num_candidates: int, coupled: bool = False, init_std: float = 1e-3):
+        super().__init__()
+        self.coupled = coupled
+        self.branches = tuple(layers)
+        tables = {COUPLED: min(layers.values())} if coupled else dict(layers)
+        self.tables = nn.ParameterDict({
+            key: nn.Parameter(init_std * torch.randn(n, num_candidates)) for key, n in tables.items()
+        })
+
+    def logits(self, branch: str) -> torch.Tensor:
+        return self.tables[COUPLED if self.coupled else branch]
+
+    def probabilities(self, branch: str) -> torch.Tensor:
+        return torch.softmax(self.logits(branch), dim=-1)
+
+    def tables_by_name(self) -> Dict[str, torch.Tensor]:
+        """Detached probability tables keyed as they are learned ("coupled" or a branch name)."""
+        return {key: torch.softmax(t.detach(), dim=-1).cpu() for key, t in self.tables.items()}
+
+
+class SupernetPromptLearner(nn.Module):
+    """Candidate prompts for ``branches`` over all their layers (prefix insertion only).
+
+    Initialisation follows the official code: text prompts uniform in [0, 1), vision prompts
+    standard normal. ``coupled``: vision candidates are ``Linear_l(text candidates)``.
+    """
+
+    insertion = "prefix"
+    text_input_slots = 0
+
+    def __init__(self, backbone: BackboneSpec, branches: Sequence[str], candidates: Iterable[int] = range(7),
+                 coupled: bool = False, text_init: str = "uniform", vision_init: str = "normal:1",
+                 alpha_init_std: float = 1e-3):
+        super().__init__()
+        self.candidates = normalise_candidates(candidates)
+        if "vision" in branches and not backbone.is_vit:
+            raise ValueError(f"{backbone.name or 'this backbone'} has a ResNet image encoder: search the text branch only")
+        if coupled and set(branches) != {"text", "vision"}:
+            raise ValueError("a coupled search needs both branches")
+        self.branches = tuple(branches)
+        self.coupled = coupled
+        self.layer_counts = {"text": backbone.text_layers, "vision": backbone.vision_layers}
+        searched = {b: self.layer_counts[b] for b in self.branches}
+        if coupled:
+            searched = {b: min(searched.values()) for b in self.branches}
+        self.searched_layers = searched
+        total = sum(self.candidates)
+        self.text = nn.ParameterDict()
+        self.vision = nn.ParameterDict()
+        self.maps = nn.ModuleDict()
+        if "text" in self.branches and total:
+            for layer in range(searched["text"]):
+                self.text[str(layer)] = nn.Parameter(init_tensor((total, backbone.text_width), text_init))
+        if "vision" in self.branches and total:
+            for layer in range(searched["vision"]):
+                if coupled:
+                    self.maps[str(layer)] = coupling_map(backbone.text_width, backbone.vision_width)
+                else:
+                    self.vision[str(layer)] = nn.Parameter(init_tensor((total, backbone.vision_width), vision_init))
+        self.alpha = ArchitectureLogits(searched, len(self.candidates), coupled, alpha_init_std)
+        # Row indices that lay the packed candidates out as (K, c_max); index `total` is a zero row.
+        c_max = max(self.candidates)
+        index = torch.full((len(self.candidates), max(c_max, 1)), total, dtype=torch.long)
+        start = 0
+        for k, c in enumerate(self.candidates):
+            index[k, :c] = torch.arange(start, start + c)
+            start += c
+        self.register_buffer("pad_index", index, persistent=False)
+        self.register_buffer("lengths", torch.tensor(self.candidates), persistent=False)
+
+    # -- parameter groups: never give alpha to the prompt optimizer --------------------------------
+    def arch_parameters(self) -> List[nn.Parameter]:
+        return list(self.alpha.parameters())
+
+    def prompt_parameters(self) -> List[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    # -- forward -----------------------------------------------------------------------------------
+    def _packed(self, branch: str, layer: int) -> torch.Tensor:
+        """All candidates of a layer, concatenated: ``(sum(C), width)``."""
+        if branch == "vision" and self.coupled:
+            return self.maps[str(layer)](self.text[str(layer)])
+        return getattr(self, branch)[str(layer)]
+
+    def _mixture(self, packed: torch.Tensor, weights: torch.Tensor) -> CandidateMixture:
+        padded = torch.cat([packed, packed.new_zeros(1, packed.shape[-1])])[self.pad_index]
+        return CandidateMixture(padded, self.lengths, weights)
+
+    def forward(self) -> PromptSet:
+        out = {"text": [None] * self.layer_counts["text"], "vision": [None] * self.layer_counts["vision"]}
+        if not sum(self.candidates):
+            return PromptSet(out["text"], out["vision"])
+        for branch in self.branches:
+            weights = self.alpha.probabilities(branch)
+            for layer in range(self.searched_layers[branch]):
+                out[branch][layer] = self._mixture(self._packed(branch, layer), weights[layer])
+        return PromptSet(out["text"], out["vision"])
+
+    def candidate_prompt(self, branch: str, layer: int, length: int) -> torch.Tensor:
+        """The ``length``-token candidate of ``layer`` (what the fixed-length model would use)."""
+        k = self.candidates.index(length)
+        start = sum(self.candidates[:k])
+        return self._packed(branch, layer)[start:start + length]
+
+
+def build_supernet(clip_model, classnames: Sequence[str], branches: Sequence[str] = ("text", "vision"),
+                   candidates: Iterable[int] = range(7), coupled: bool = False,
+                   templates: Sequence[str] = (DEFAULT_TEMPLATE,), **learner_kwargs) -> PromptedCLIP:
+    """A :class:`PromptedCLIP` whose prompts are the search's candidate mixtures.
+
+    The text input is the fixed prompt ("a photo of a {}." by default); every searched layer of
+    ``branches`` gets candidate prefixes of each length in ``candidates``.
+    """
+    backbone = BackboneSpec.of(clip_model)
+    prompts = build_prompts(classnames, templates, 0, "prepend", backbone.context_length)
+    learner = SupernetPromptLearner(backbone, branches, candidates, coupled, **learner_kwargs)
+    learner.to(clip_model.logit_scale.device)
+    return PromptedCLIP(clip_model, prompts, learner)

@@ -1,0 +1,248 @@
+"""The bi-level loop: which loss reaches which parameters, resuming, errors, and what it writes."""
+
+import json
+import os
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import CLASSNAMES
+from dpl_plugin import BackboneSpec, PromptConfig
+from dpl_plugin.optim import build_lr_scheduler, build_sgd
+from dpl_plugin.search import (CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, BilevelSearch, NonFiniteLossError,
+                               SearchSettings, SearchStateMismatchError, build_supernet)
+from dpl_plugin.search.bilevel import CyclingIterator
+
+C = len(CLASSNAMES)
+
+
+def loaders(n_train=12, n_val=6, seed=0, batch=4):
+    g = torch.Generator().manual_seed(seed)
+    train = TensorDataset(torch.randn(n_train, 3, 32, 32, generator=g), torch.arange(n_train) % C)
+    val = TensorDataset(torch.randn(n_val, 3, 32, 32, generator=g), torch.arange(n_val) % C)
+    return DataLoader(train, batch_size=batch, shuffle=True), DataLoader(val, batch_size=2, shuffle=True)
+
+
+def make_search(clip_model, output_dir=None, epochs=2, seed=0, candidates=(0, 1, 3), **settings):
+    torch.manual_seed(seed)
+    model = build_supernet(clip_model, CLASSNAMES, candidates=candidates)
+    optimizer = build_sgd(model.prompt_learner.prompt_parameters(), lr=0.05)
+    scheduler = build_lr_scheduler(optimizer, epochs, warmup_epoch=1, warmup_lr=1e-3)
+    train, val = loaders()
+    settings = SearchSettings(epochs=epochs, **{"plot": False, **settings})
+    return BilevelSearch(model, train, val, optimizer, scheduler, settings, output_dir)
+
+
+def test_alpha_learns_from_validation_only_and_prompts_from_training_only(tiny_clip):
+    search = make_search(tiny_clip, epochs=1)
+    model, learner = search.model, search.learner
+    seen = []
+
+    def spy(optimizer, name):
+        original = optimizer.step
+
+        def step(*args, **kwargs):
+            seen.append((name, {id(p): p.grad for p in learner.parameters()}))
+            return original(*args, **kwargs)
+
+        optimizer.step = step
+
+    spy(search.alpha_optimizer, "alpha")
+    spy(search.prompt_optimizer, "prompts")
+    val_batch, train_batch = (torch.randn(2, 3, 32, 32), torch.tensor([1, 3])), (torch.randn(4, 3, 32, 32), torch.arange(4))
+
+    def expected(batch, params):
+        loss = torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+        return torch.autograd.grad(loss, params, allow_unused=True)
+
+    want_alpha = expected(val_batch, search.arch_params)
+    search._alpha_step(val_batch, train_batch)
+    want_prompts = expected(train_batch, search.prompt_params)  # after alpha moved, as in the loop
+    loss, _, _ = search._loss(train_batch, "training")
+    search._apply(loss, search.prompt_params, search.prompt_optimizer)
+
+    (name_a, grads_a), (name_p, grads_p) = seen
+    assert name_a == "alpha" and name_p == "prompts"
+    for p, g in zip(search.arch_params, want_alpha):
+        torch.testing.assert_close(grads_a[id(p)], g)
+    assert all(grads_a[id(p)] is None for p in search.prompt_params)
+    for p, g in zip(search.prompt_params, want_prompts):
+        torch.testing.assert_close(grads_p[id(p)], g)
+    assert all(grads_p[id(p)] is None for p in search.arch_params)
+    assert all(p.grad is None for p in tiny_clip.parameters())
+
+
+def test_validation_batches_cycle_through_every_sample_reshuffled():
+    data = TensorDataset(torch.arange(6))
+    cycler = CyclingIterator(DataLoader(data, batch_size=2, shuffle=True))
+    torch.manual_seed(0)
+    passes = [[int(v) for _ in range(3) for v in next(cycler)[0]] for _ in range(4)]
+    assert all(sorted(p) == list(range(6)) for p in passes)  # every validation image, each pass
+    assert len({tuple(p) for p in passes}) > 1  # a fresh shuffle per pass, not the same first batch
+
+
+def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_path):
+    from dpl_plugin import load_clip
+
+    straight = make_search(tiny_clip, str(tmp_path / "a"), epochs=3)
+    result = straight.run()
+
+    class Interrupt(Exception):
+        pass
+
+    interrupted = make_search(load_clip(tiny_clip_path), str(tmp_path / "b"), epochs=3)
+    real_loss = interrupted._loss
+
+    def dies_in_epoch_two(batch, phase):  # the process is killed in the middle of epoch 2
+        if interrupted.epoch == 1 and interrupted.iteration == 1 and phase.startswith("training"):
+            raise Interrupt
+        return real_loss(batch, phase)
+
+    interrupted._loss = dies_in_epoch_two
+    with pytest.raises(Interrupt):
+        interrupted.run()
+    assert torch.load(tmp_path / "b" / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
+
+    torch.manual_seed(1234)  # a new process: different seed state, fresh objects
+    resumed = make_search(load_clip(tiny_clip_path), str(tmp_path / "b"), epochs=3, seed=99)
+    resumed_result = resumed.run()
+    for (name, a), (_, b) in zip(straight.learner.state_dict().items(), resumed.learner.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert resumed_result.history.tables == result.history.tables
+    assert resumed_result.config == result.config
+
+
+def test_outputs_are_written_and_read_back(tiny_clip, tmp_path):
+    search = make_search(tiny_clip, str(tmp_path), epochs=2, plot=True)
+    result = search.run()
+    config = PromptConfig.load(str(tmp_path / CONFIG_FILE), backbone=BackboneSpec.of(tiny_clip))
+    assert config == result.config and config.insertion == "prefix" and config.max_length == 3
+    assert set(config.text) <= {0, 1, 3} and len(config.text) == 3
+    confidence = config.provenance["confidence"]
+    assert set(confidence) == {"text", "vision"} and len(confidence["text"]) == 3
+    first = confidence["text"][0]
+    assert set(first) == {"layer", "length", "probability", "margin", "entropy", "stable_since"}
+    probs = torch.softmax(search.learner.alpha.tables["text"][0].detach(), 0)
+    assert first["probability"] == pytest.approx(probs.max().item(), abs=1e-4)
+    history = json.loads((tmp_path / HISTORY_FILE).read_text())
+    assert history["candidates"] == [0, 1, 3] and len(history["tables"]["vision"]) == 2
+    for branch in ("text", "vision"):
+        png = tmp_path / f"alpha_{branch}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_clip, tmp_path):
+    search = make_search(tiny_clip, str(tmp_path), epochs=2)
+    search.run()
+    before = (tmp_path / CHECKPOINT_FILE).read_bytes()
+    again = make_search(tiny_clip, str(tmp_path), epochs=3)
+    with torch.no_grad():
+        again.learner.text["1"].fill_(float("nan"))  # overwritten by resume; poison after loading:
+    original = again.load_state_dict
+
+    def load_then_poison(state):
+        original(state)
+        with torch.no_grad():
+            again.learner.vision["0"].fill_(float("nan"))
+
+    again.load_state_dict = load_then_poison
+    with pytest.raises(NonFiniteLossError, match=r"validation \(alpha step\) loss is nan at epoch 3, iteration 1"):
+        again.run()
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
+    assert PromptConfig.load(str(tmp_path / CONFIG_FILE)).provenance["epochs"] == 2
+
+
+def test_empty_validation_loader_is_a_clear_error(tiny_clip):
+    search = make_search(tiny_clip)
+    search.val_batches = CyclingIterator(DataLoader(TensorDataset(torch.zeros(0, 3, 32, 32), torch.zeros(0))))
+    with pytest.raises(ValueError, match="validation loader yields no batches"):
+        search.run()
+
+
+def test_resume_refuses_a_checkpoint_of_another_search(tiny_clip, tmp_path):
+    make_search(tiny_clip, str(tmp_path), epochs=1).run()
+    other = make_search(tiny_clip, str(tmp_path), epochs=2, candidates=(0, 2, 4, 6))
+    with pytest.raises(SearchStateMismatchError, match="another backbone, design or candidate set"):
+        other.run()
+
+
+def test_prompt_optimizer_must_not_hold_alpha(tiny_clip):
+    model = build_supernet(tiny_clip, CLASSNAMES, candidates=(0, 1))
+    train, val = loaders()
+    with pytest.raises(ValueError, match="holds alpha"):
+        BilevelSearch(model, train, val, build_sgd(model.prompt_learner.parameters()))
+
+
+def test_early_stop_once_every_layer_is_stable(tiny_clip, tmp_path):
+    search = make_search(tiny_clip, str(tmp_path), epochs=20, early_stop_patience=2)
+    search.alpha_optimizer.param_groups[0]["lr"] = 0.0  # choices cannot change: stable from epoch 1
+    result = search.run()
+    assert result.epochs_run == 2 and result.history.epochs == 2
+
+
+def test_second_order_step_matches_exact_hypergradient(tiny_clip):
+    """DARTS's finite-difference alpha gradient against autograd through the unrolled step."""
+    search = make_search(tiny_clip, epochs=1, second_order=True)
+    for group in search.prompt_optimizer.param_groups:
+        group["weight_decay"] = 0.0
+    xi = search.prompt_optimizer.param_groups[0]["lr"]
+    g = torch.Generator().manual_seed(5)
+    val = (torch.randn(2, 3, 32, 32, generator=g), torch.tensor([0, 4]))
+    train = (torch.randn(4, 3, 32, 32, generator=g), torch.arange(4))
+    model, params, arch = search.model, search.prompt_params, search.arch_params
+    ce = torch.nn.functional.cross_entropy
+
+    # exact: d/d alpha of L_val(w - xi * grad_w L_train(w, alpha), alpha)
+    grads = torch.autograd.grad(ce(model(train[0]), train[1]), params, create_graph=True, allow_unused=True)
+    saved = [p.detach().clone() for p in params]
+    unrolled = {p: p - xi * gp if gp is not None else p for p, gp in zip(params, grads)}
+    learner = search.learner
+    names = {id(p): n for n, p in learner.named_parameters()}
+    logits = torch.func.functional_call(learner, {names[id(p)]: v for p, v in unrolled.items()}, ())
+    vision = search.model.encode_image(val[0], logits)
+    text = search.model.encode_text(logits)
+    exact = torch.autograd.grad(ce(model.logit_scale.exp() * vision @ text.t(), val[1]), arch)
+
+    captured = {}
+    step = search.alpha_optimizer.step
+    search.alpha_optimizer.step = lambda: captured.update({id(a): a.grad.clone() for a in arch}) or step()
+    search._alpha_step(val, train)
+    first_order = torch.autograd.grad(ce(model(val[0]), val[1]), arch)
+    for a, e, f in zip(arch, exact, first_order):
+        assert (captured[id(a)] - e).norm() / e.norm() < 1e-4  # finite differences: ~1e-7 measured
+        assert (f - e).norm() / e.norm() > 1e-3  # ... and the second-order term is really there
+    assert all(torch.equal(p, s) for p, s in zip(params, saved))  # prompts restored exactly
+
+
+def test_search_puts_prompts_where_the_task_needs_them(tiny_clip):
+    """Vision layers 0 and 2 are made blind to prompts (their attention output is switched off),
+    layer 1 is not; the labels disagree with zero-shot CLIP, so fitting them needs prompts. The
+    search must choose a non-empty prompt for layer 1 and leave the blind layers' logits alone
+    (they receive exactly zero gradient, so with equal initial logits they keep 0 tokens)."""
+    with torch.no_grad():
+        for layer in (0, 2):
+            tiny_clip.visual.transformer.resblocks[layer].attn.out_proj.weight.zero_()
+            tiny_clip.visual.transformer.resblocks[layer].attn.out_proj.bias.zero_()
+    g = torch.Generator().manual_seed(0)
+    prototypes = torch.randn(C, 3, 32, 32, generator=g)
+
+    def split(n):
+        labels = torch.arange(n) % C
+        return TensorDataset(prototypes[labels] + 0.3 * torch.randn(n, 3, 32, 32, generator=g), labels)
+
+    train, val = split(40), split(20)
+    torch.manual_seed(0)
+    model = build_supernet(tiny_clip, CLASSNAMES, branches=("vision",), candidates=(0, 2, 6),
+                           vision_init="normal:0.02", alpha_init_std=0.0)
+    zero_shot = model(val.tensors[0]).argmax(1)
+    assert (zero_shot == val.tensors[1]).float().mean() <= 0.4
+    optimizer = build_sgd(model.prompt_learner.prompt_parameters(), lr=1.0)
+    search = BilevelSearch(model, DataLoader(train, batch_size=8, shuffle=True), DataLoader(val, batch_size=8, shuffle=True),
+                           optimizer, settings=SearchSettings(epochs=30, alpha_lr=0.05, plot=False))
+    result = search.run()
+    assert result.config.vision[0] == 0 and result.config.vision[2] == 0
+    assert result.config.vision[1] > 0
+    probs = model.prompt_learner.alpha.probabilities("vision").detach()
+    assert probs[1, 0] < 0.25  # "no prompt" lost clearly at the layer that matters
+    assert torch.equal(model.prompt_learner.alpha.tables["vision"][[0, 2]], torch.zeros(2, 3))

@@ -1,0 +1,160 @@
+"""The supernet: single-pass mixture against the per-candidate reference, and its limits."""
+
+import copy
+
+import pytest
+import torch
+
+import dpl_plugin.insertion as insertion
+from conftest import CLASSNAMES
+from dpl_plugin import PromptConfig, build_prompted_clip
+from dpl_plugin.attention import CandidateMixture, mixture_attention, reference_mixture_attention
+from dpl_plugin.designs import get_design
+from dpl_plugin.search import SupernetPromptLearner, build_supernet
+
+CANDIDATES = [0, 1, 2, 4, 6]
+
+
+def random_mixture(width, candidates=CANDIDATES, seed=0):
+    """Candidate tokens and architecture logits (leaves), and the mixture built from them."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(len(candidates), max(candidates), width, generator=g)
+    for k, c in enumerate(candidates):
+        tokens[k, c:] = 0
+    tokens.requires_grad_()
+    logits = torch.randn(len(candidates), generator=g).requires_grad_()
+    return tokens, logits, CandidateMixture(tokens, torch.tensor(candidates), torch.softmax(logits, 0))
+
+
+def leaf_copy(tokens, logits):
+    tokens, logits = tokens.detach().clone().requires_grad_(), logits.detach().clone().requires_grad_()
+    return tokens, logits, CandidateMixture(tokens, torch.tensor(CANDIDATES), torch.softmax(logits, 0))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_single_pass_equals_per_candidate_reference(tiny_clip, causal):
+    attn = tiny_clip.transformer.resblocks[1].attn
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(3, 9, 128, generator=g) * 2
+    mask = torch.full((9, 9), float("-inf")).triu_(1) if causal else None
+    tokens, logits, mix = random_mixture(128)
+    ref_tokens, ref_logits, ref_mix = leaf_copy(tokens, logits)
+    out = mixture_attention(attn, h, mix, mask)
+    ref = reference_mixture_attention(attn, h, ref_mix, mask)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    upstream = torch.randn(out.shape, generator=g)
+    (out * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(tokens.grad, ref_tokens.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_single_pass_is_stable_when_a_prompt_dominates(tiny_clip):
+    """Prompt scores in the thousands, far above the real tokens': no overflow, and as accurate
+    as fp32 allows (checked against the reference in float64)."""
+    attn = tiny_clip.visual.transformer.resblocks[0].attn
+    h = torch.randn(2, 5, 128, generator=torch.Generator().manual_seed(0))
+    tokens, logits, _ = random_mixture(128)
+    tokens, weights = tokens.detach() * 300.0, torch.softmax(logits.detach(), 0)
+    with torch.no_grad():
+        out = mixture_attention(attn, h, CandidateMixture(tokens, torch.tensor(CANDIDATES), weights))
+        ref = reference_mixture_attention(copy.deepcopy(attn).double(), h.double(),
+                                          CandidateMixture(tokens.double(), torch.tensor(CANDIDATES), weights.double()))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("design", ["ivlp", "maple", "coop", "vpt"])
+def test_supernet_model_equals_per_candidate_model(tiny_clip, images, design, monkeypatch):
+    torch.manual_seed(0)
+    model = build_supernet(tiny_clip, CLASSNAMES, candidates=CANDIDATES, **get_design(design).search_space())
+    with torch.no_grad():
+        for p in model.prompt_learner.alpha.parameters():
+            p.normal_()
+    labels = torch.tensor([0, 1, 2, 3])
+    params = [p for p in model.prompt_learner.parameters()]
+
+    def logits_and_grads():
+        logits = model(images)
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, labels), params, allow_unused=True)
+        return logits.detach(), grads
+
+    fast, fast_grads = logits_and_grads()
+    monkeypatch.setattr(insertion, "mixture_attention", reference_mixture_attention)
+    slow, slow_grads = logits_and_grads()
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    for a, b in zip(fast_grads, slow_grads):
+        if b is None:
+            assert a is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("design", ["ivlp", "maple"])
+def test_one_hot_alpha_is_the_fixed_length_model(tiny_clip, images, design):
+    torch.manual_seed(0)
+    supernet = build_supernet(tiny_clip, CLASSNAMES, candidates=CANDIDATES, **get_design(design).search_space())
+    learner = supernet.prompt_learner
+    chosen = {"text": [4, 0, 6], "vision": [4, 0, 6] if design == "maple" else [1, 2, 0]}
+    with torch.no_grad():
+        for key, table in learner.alpha.tables.items():
+            branch = "text" if key == "coupled" else key
+            table.fill_(float("-inf"))
+            for layer, n in enumerate(chosen[branch]):
+                table[layer, CANDIDATES.index(n)] = 0.0
+    config = PromptConfig(text=chosen["text"], vision=chosen["vision"], insertion="prefix",
+                          coupled=design == "maple")
+    fixed = build_prompted_clip(tiny_clip, CLASSNAMES, config)
+    with torch.no_grad():
+        for layer, n in enumerate(chosen["text"]):
+            if n:
+                fixed.prompt_learner.text[str(layer)].copy_(learner.candidate_prompt("text", layer, n))
+        if design == "maple":
+            for layer in fixed.prompt_learner.maps:
+                fixed.prompt_learner.maps[layer].load_state_dict(learner.maps[layer].state_dict())
+        else:
+            for layer, n in enumerate(chosen["vision"]):
+                if n:
+                    fixed.prompt_learner.vision[str(layer)].copy_(learner.candidate_prompt("vision", layer, n))
+        torch.testing.assert_close(supernet(images), fixed(images), rtol=1e-5, atol=1e-5)
+
+
+def test_alpha_is_a_module_parameter_apart_from_prompts(tiny_clip, tmp_path):
+    model = build_supernet(tiny_clip, CLASSNAMES, candidates=range(7))
+    learner = model.prompt_learner
+    arch, prompts = learner.arch_parameters(), learner.prompt_parameters()
+    assert {id(p) for p in arch}.isdisjoint({id(p) for p in prompts})
+    assert len(arch) + len(prompts) == len(list(learner.parameters()))
+    assert [tuple(p.shape) for p in arch] == [(3, 7), (3, 7)]
+    state = model.prompt_learner.state_dict()
+    assert "alpha.tables.text" in state and "alpha.tables.vision" in state
+    torch.save(state, tmp_path / "s.pt")
+    other = build_supernet(tiny_clip, CLASSNAMES, candidates=range(7)).prompt_learner
+    other.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    assert torch.equal(other.alpha.tables["text"], learner.alpha.tables["text"])
+    model.to(torch.float64)
+    assert learner.alpha.tables["text"].dtype == torch.float64  # moves with the model
+    # official initialisation: text uniform [0, 1), vision standard normal, alpha ~ 1e-3 N(0, 1)
+    assert 0 <= learner.text["0"].min() and learner.text["0"].max() < 1
+    assert 0.5 < learner.vision["0"].float().std() < 1.5
+    assert learner.alpha.tables["text"].abs().max() < 1e-2
+
+
+def test_coupled_search_shares_one_table(tiny_clip):
+    learner = build_supernet(tiny_clip, CLASSNAMES, candidates=range(7), coupled=True).prompt_learner
+    assert list(learner.alpha.tables) == ["coupled"]
+    assert learner.alpha.logits("text") is learner.alpha.logits("vision")
+    assert not len(learner.vision) and len(learner.maps) == 3
+
+
+def test_bad_candidate_sets_and_backbones(tiny_clip, tmp_path):
+    with pytest.raises(ValueError, match="include 0"):
+        build_supernet(tiny_clip, CLASSNAMES, candidates=[1, 2])
+    with pytest.raises(ValueError, match="at least one positive"):
+        build_supernet(tiny_clip, CLASSNAMES, candidates=[0])
+    from conftest import make_clip, save_and_load
+
+    rn = save_and_load(make_clip(vision_resnet=True, vision_width=64, embed_dim=64), tmp_path / "rn.pt")
+    with pytest.raises(ValueError, match="search the text branch only"):
+        build_supernet(rn, CLASSNAMES)
+    assert isinstance(build_supernet(rn, CLASSNAMES, branches=("text",)).prompt_learner, SupernetPromptLearner)
