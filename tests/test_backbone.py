@@ -33,6 +33,7 @@ def test_state_dict_file_loads_to_identical_fp32_model(tmp_path, images):
     torch.testing.assert_close(_logits(loaded, images, tokens), _logits(reference.eval(), images, tokens))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")  # making the archive
 def test_torchscript_archive_and_gzip_load_like_state_dicts(tmp_path, images):
     model = make_clip().eval()
     tokens = torch.zeros(2, 77, dtype=torch.long)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import PromptConfig
 from ..reproducibility import capture_rng_state, restore_rng_state
+from ..steps import NonFiniteLossError, accuracy, check_finite, default_batch
 from .history import AlphaHistory, derive_config, format_confidence
 from .plots import plot_history
 from .supernet import SupernetPromptLearner
@@ -35,10 +36,6 @@ logger = logging.getLogger("dpl_plugin.search")
 CONFIG_FILE = "searched_config.yaml"
 HISTORY_FILE = "alpha_history.json"
 CHECKPOINT_FILE = "search_checkpoint.pth"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the message says where, and what on disk is still good."""
 
 
 class SearchStateMismatchError(ValueError):
@@ -56,13 +53,6 @@ class SearchSettings:
     precision: str = "fp32"  # fp32 | amp (autocast + gradient scaling on CUDA)
     resume: bool = True
     plot: bool = True
-
-
-def default_batch(batch) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(images, labels)`` from a tuple/list batch or a Dassl-style dict."""
-    if isinstance(batch, dict):
-        return batch["img"], batch["label"]
-    return batch[0], batch[1]
 
 
 class CyclingIterator:
@@ -173,12 +163,7 @@ class BilevelSearch:
         with torch.autocast(self.device.type, enabled=self.autocast):
             logits = self.model(images)
             loss = F.cross_entropy(logits, labels)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the {phase} loss is {loss.item()} at epoch {self.epoch + 1}, iteration {self.iteration + 1}. "
-                f"Nothing was written for this epoch; {self._on_disk()} Lower the learning rates or "
-                f"check the data, then run again to resume."
-            )
+        check_finite(loss, phase, f"epoch {self.epoch + 1}, iteration {self.iteration + 1}", self._on_disk())
         return loss, logits.detach(), labels
 
     def _on_disk(self) -> str:
@@ -251,8 +236,8 @@ class BilevelSearch:
             count += 1
             sums["train_loss"] += loss.item()
             sums["val_loss"] += val_loss.item()
-            sums["train_acc"] += _accuracy(logits, labels)
-            sums["val_acc"] += _accuracy(val_logits, val_labels)
+            sums["train_acc"] += accuracy(logits, labels)
+            sums["val_acc"] += accuracy(val_logits, val_labels)
             bar.set_postfix(train=f"{sums['train_loss'] / count:.3f}", val=f"{sums['val_loss'] / count:.3f}")
         if count == 0:
             raise ValueError("the training loader yields no batches")
@@ -351,10 +336,6 @@ class BilevelSearch:
 
 def _zeros_for_none(grads: Sequence[Optional[torch.Tensor]], params) -> List[torch.Tensor]:
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
-
-
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return 100.0 * (logits.argmax(dim=1) == labels).float().mean().item()
 
 
 __all__ = [

@@ -1,0 +1,91 @@
+"""The train stage without any engine: fit a :class:`PromptedCLIP`'s prompts, evaluate it.
+
+The recipe defaults are the CoOp family's (METHOD.md section 6): SGD with momentum 0.9 and weight
+decay 5e-4, one constant warm-up epoch at 1e-5, then cosine. Dassl users get the same through the
+trainers in ``dpl_plugin.dassl``; this module is for everyone else (and for the quickstart).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .optim import build_lr_scheduler, build_sgd
+from .steps import accuracy, check_finite, default_batch
+
+logger = logging.getLogger("dpl_plugin.training")
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 40
+    lr: float = 3.5e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    precision: str = "fp32"  # fp32 | amp (CUDA autocast with gradient scaling)
+
+
+def _device_of(model) -> torch.device:
+    return model.logit_scale.device
+
+
+def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = None,
+                  batch_fn: Callable = default_batch, progress: bool = True) -> List[Dict[str, float]]:
+    """Train the learnable parameters of ``model`` on ``loader``; return per-epoch loss/accuracy."""
+    s = settings or TrainSettings()
+    device = _device_of(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no learnable prompts: is the configuration all zeros?")
+    optimizer = build_sgd(params, s.lr, s.momentum, s.weight_decay)
+    scheduler = build_lr_scheduler(optimizer, s.epochs, s.warmup_epochs, warmup_lr=s.warmup_lr)
+    amp = s.precision == "amp" and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    history = []
+    for epoch in range(s.epochs):
+        model.train()
+        total = {"loss": 0.0, "acc": 0.0}
+        count = 0
+        bar = tqdm(loader, desc=f"train {epoch + 1}/{s.epochs}", leave=False, disable=not progress)
+        for step, batch in enumerate(bar):
+            images, labels = (t.to(device) for t in batch_fn(batch))
+            with torch.autocast(device.type, enabled=amp):
+                logits = model(images)
+                loss = F.cross_entropy(logits, labels)
+            check_finite(loss, "training", f"epoch {epoch + 1}, iteration {step + 1}", "")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            count += 1
+            total["loss"] += loss.item()
+            total["acc"] += accuracy(logits.detach(), labels)
+            bar.set_postfix(loss=f"{total['loss'] / count:.3f}")
+        scheduler.step()
+        history.append({k: v / max(count, 1) for k, v in total.items()})
+        logger.info("epoch [%d/%d] loss %.4f acc %.1f%% lr %.3e", epoch + 1, s.epochs, history[-1]["loss"],
+                    history[-1]["acc"], optimizer.param_groups[0]["lr"])
+    return history
+
+
+@torch.no_grad()
+def evaluate(model, loader: Iterable, batch_fn: Callable = default_batch, progress: bool = True) -> float:
+    """Top-1 accuracy (%) on ``loader``, with the class text features computed once."""
+    device = _device_of(model)
+    model.eval()
+    correct = seen = 0
+    with model.cached_text_features():
+        for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+            images, labels = (t.to(device) for t in batch_fn(batch))
+            correct += (model(images).argmax(dim=1) == labels).sum().item()
+            seen += labels.numel()
+    if not seen:
+        raise ValueError("the evaluation loader yields no batches")
+    return 100.0 * correct / seen

@@ -1,0 +1,43 @@
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import CLASSNAMES
+from dpl_plugin import PromptConfig, build_prompted_clip
+from dpl_plugin.steps import NonFiniteLossError
+from dpl_plugin.training import TrainSettings, evaluate, train_prompts
+
+
+def data(n=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % len(CLASSNAMES)
+    prototypes = torch.randn(len(CLASSNAMES), 3, 32, 32, generator=g)
+    return TensorDataset(prototypes[labels] + 0.2 * torch.randn(n, 3, 32, 32, generator=g), labels)
+
+
+def test_training_fits_prompts_and_evaluate_counts_correctly(tiny_clip):
+    torch.manual_seed(0)
+    model = build_prompted_clip(tiny_clip, CLASSNAMES, PromptConfig.ivlp(4, 4, 3, 3, 3, 3))
+    loader = DataLoader(data(), batch_size=5, shuffle=True)
+    frozen = {k: v.clone() for k, v in tiny_clip.state_dict().items()}
+    history = train_prompts(model, loader, TrainSettings(epochs=8, lr=0.5, warmup_epochs=0), progress=False)
+    after = evaluate(model, loader, progress=False)
+    assert history[-1]["loss"] < history[0]["loss"] - 0.1
+    with torch.no_grad():
+        x, y = data().tensors
+        assert after == pytest.approx(100.0 * (model(x).argmax(1) == y).float().mean().item())
+    assert all(torch.equal(v, tiny_clip.state_dict()[k]) for k, v in frozen.items())  # CLIP untouched
+
+
+def test_non_finite_loss_stops_training(tiny_clip):
+    model = build_prompted_clip(tiny_clip, CLASSNAMES, PromptConfig.coop(4, 3, 3))
+    with torch.no_grad():
+        model.prompt_learner.text["0"].fill_(float("inf"))
+    with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 1, iteration 1"):
+        train_prompts(model, DataLoader(data(), batch_size=5), TrainSettings(epochs=1), progress=False)
+
+
+def test_all_zero_configuration_has_nothing_to_train(tiny_clip):
+    model = build_prompted_clip(tiny_clip, CLASSNAMES, PromptConfig.zeros(3, 3))
+    with pytest.raises(ValueError, match="no learnable prompts"):
+        train_prompts(model, DataLoader(data(), batch_size=5), progress=False)
