@@ -1,0 +1,20 @@
+"""Dassl integration: the DPL trainers' shared behaviour, config keys and benchmark datasets.
+
+Importing this package requires Dassl (https://github.com/KaiyangZhou/Dassl.pytorch, not on PyPI);
+the core ``dpl_plugin`` never imports it.
+"""
+
+try:
+    import dassl  # noqa: F401
+except ModuleNotFoundError as err:
+    if err.name != "dassl":
+        raise
+    raise ImportError(
+        "dpl_plugin.dassl needs Dassl, which is not on PyPI. Install it from source: "
+        "git clone https://github.com/KaiyangZhou/Dassl.pytorch && "
+        "pip install --no-build-isolation -e Dassl.pytorch"
+    ) from err
+
+from .config import extend_cfg  # noqa: E402
+
+__all__ = ["extend_cfg"]

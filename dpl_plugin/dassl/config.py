@@ -1,0 +1,106 @@
+"""``extend_cfg``: every config key the DPL trainers read, added to a Dassl config.
+
+yacs rejects unknown keys, so a config file or command line can only set keys that exist. Keys are
+added only where missing: a CoOp/MaPLe fork's own baseline nodes (TRAINER.COOP, TRAINER.MAPLE, ...)
+keep their values, and calling ``extend_cfg`` twice changes nothing.
+
+``TRAINER.DPL``:
+
+* ``MODE``: ``dpl`` (search unless ``CONFIG_FILE`` is given, then train and evaluate), ``search``
+  (search only), ``train`` (train ``CONFIG_FILE``), ``baseline`` (the hand design, no search);
+* ``CONFIG_FILE``: a searched (or hand-written) prompt configuration YAML;
+* ``INSERTION``: ``""`` = as configured (a searched configuration: ``prefix``, the paper's form; the
+  baseline: ``native``), or force ``prefix`` / ``native``;
+* ``CANDIDATES``: the prompt lengths the search chooses from (must include 0);
+* ``PREC``: ``fp32`` | ``fp16`` | ``amp`` (GPU only; CPU always runs fp32);
+* ``TEXT``: the train stage's fixed text: ``default`` (the design's own: "a photo of a {}." or the
+  baseline's context), ``ensemble`` (the 60 ImageNet templates, features averaged), ``custom``
+  (CoOp's hand-written prompt of the dataset);
+* ``SEARCH.*``: the search stage (epochs, batch sizes, prompt and alpha learning rates, ...); the
+  prompt optimizer's other settings (momentum, weight decay, warm-up) come from ``OPTIM``;
+* ``TRAIN.INIT``: initialisation of the trained prompts.
+"""
+
+from __future__ import annotations
+
+from yacs.config import CfgNode as CN
+
+MODES = ("dpl", "search", "train", "baseline")
+PRECISIONS = ("fp32", "fp16", "amp")
+INSERTIONS = ("", "prefix", "native")
+TEXTS = ("default", "ensemble", "custom")
+
+_DPL = {
+    "MODE": "dpl",
+    "CONFIG_FILE": "",
+    "INSERTION": "",
+    "CANDIDATES": (0, 1, 2, 3, 4, 5, 6),
+    "PREC": "fp32",
+    "TEXT": "default",
+    "SEARCH": {
+        "EPOCHS": 80,
+        "BATCH_SIZE": 4,
+        "VAL_BATCH_SIZE": 16,
+        "LR": 0.0035,
+        "ALPHA_LR": 0.0035,
+        "ALPHA_BETAS": (0.5, 0.999),
+        "ALPHA_WEIGHT_DECAY": 0.0,
+        "SECOND_ORDER": False,
+        "EARLY_STOP": 0,  # > 0: stop once every layer's choice held this many epochs
+        "TEXT": "default",  # the official search uses the single template "a photo of a {}."
+        "TEXT_INIT": "uniform",
+        "VISION_INIT": "normal:1",
+        "PLOT": True,  # alpha heatmaps (alpha_*.png) after every epoch
+    },
+    "TRAIN": {
+        "INIT": "normal:0.02",
+    },
+}
+
+# The baselines' nodes with the key names and defaults of the CoOp and MaPLe repositories' train.py.
+_BASELINES = {
+    "COOP": {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"},
+    "VPT": {"N_CTX_VISION": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH_VISION": 1},
+    "IVLP": {"N_CTX_VISION": 2, "N_CTX_TEXT": 2, "CTX_INIT": "a photo of a", "PREC": "fp16",
+             "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9},
+    "MAPLE": {"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9},
+}
+
+
+def _add_missing(node: CN, values: dict) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            if key not in node:
+                setattr(node, key, CN())
+            _add_missing(node[key], value)
+        elif key not in node:
+            setattr(node, key, value)  # setattr, not item assignment: yacs checks the value type
+
+
+def extend_cfg(cfg: CN) -> CN:
+    """Add ``TRAINER.DPL.*``, the baseline nodes and ``DATASET.SUBSAMPLE_CLASSES`` where missing."""
+    if cfg.is_frozen():
+        raise RuntimeError("extend_cfg(cfg) must be called before cfg.freeze()")
+    _add_missing(cfg.TRAINER, {"DPL": _DPL, **_BASELINES})
+    _add_missing(cfg.DATASET, {"SUBSAMPLE_CLASSES": "all"})  # all | base | new
+    return cfg
+
+
+def check_dpl_cfg(cfg: CN) -> None:
+    """Reject values the trainers cannot use, naming the key and the allowed values."""
+    dpl = cfg.TRAINER.DPL
+    for key, value, allowed in (("MODE", dpl.MODE, MODES), ("PREC", dpl.PREC, PRECISIONS),
+                                ("INSERTION", dpl.INSERTION, INSERTIONS), ("TEXT", dpl.TEXT, TEXTS),
+                                ("SEARCH.TEXT", dpl.SEARCH.TEXT, TEXTS)):
+        if value not in allowed:
+            raise ValueError(f"TRAINER.DPL.{key} must be one of {list(allowed)}, got '{value}'")
+    if dpl.MODE == "train" and not dpl.CONFIG_FILE:
+        raise ValueError("TRAINER.DPL.MODE train needs TRAINER.DPL.CONFIG_FILE (a searched prompt configuration); "
+                         "use MODE dpl to search first")
+    if dpl.MODE == "baseline" and dpl.CONFIG_FILE:
+        raise ValueError("TRAINER.DPL.MODE baseline trains the hand design and ignores TRAINER.DPL.CONFIG_FILE; "
+                         "use MODE train (or dpl) to train that configuration")
+    candidates = sorted(set(int(c) for c in dpl.CANDIDATES))
+    if len(candidates) < 2 or candidates[0] != 0:
+        raise ValueError(f"TRAINER.DPL.CANDIDATES must include 0 and at least one positive length, "
+                         f"got {list(dpl.CANDIDATES)}")

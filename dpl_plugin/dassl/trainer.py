@@ -1,0 +1,337 @@
+"""``DPLTrainer``: everything the four DPL Dassl trainers share.
+
+A trainer subclass names its prompt design (:mod:`dpl_plugin.designs`) and reads its baseline's
+config node; this class does the rest:
+
+* ``build_model`` (called by Dassl's ``__init__``) loads CLIP once and builds the model when its
+  prompt configuration is already known: the hand design (``MODE baseline``), a configuration file,
+  or a finished search in ``OUTPUT_DIR/search``. It never searches, so ``--eval-only`` never does.
+* ``train`` runs the search first when needed (``OUTPUT_DIR/search``, resumable), writes the
+  configuration it trains to ``OUTPUT_DIR/prompt_config.yaml``, then runs Dassl's training loop
+  (resuming from ``OUTPUT_DIR/prompt_learner``) and the final evaluation.
+* ``load_model`` rebuilds the model from the configuration stored in the checkpoint.
+
+Only the prompt learner is registered with Dassl, so checkpoints hold only what was learned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os.path as osp
+import sys
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from dassl.engine import TrainerX
+from dassl.metrics import compute_accuracy
+
+from .. import PromptConfig, PromptConfigError, build_prompted_clip, load_clip
+from ..backbone import BackboneSpec
+from ..designs import get_design
+from ..reproducibility import capture_rng_state, restore_rng_state, seed_everything
+from ..search import CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet
+from ..templates import DATASET_TEMPLATES, IMAGENET_TEMPLATES
+from ..text_inputs import DEFAULT_TEMPLATE
+from . import checkpoints
+from .config import check_dpl_cfg
+from .optim import build_optimizer_and_scheduler
+from .search_data import search_loaders
+
+MODEL_NAME = "prompt_learner"  # Dassl's registered name: checkpoints go to OUTPUT_DIR/prompt_learner/
+SEARCH_DIR = "search"
+TRAINED_CONFIG = "prompt_config.yaml"
+
+
+class DPLTrainer(TrainerX):
+    """Search prompt lengths, train them with the baseline's recipe, evaluate (see module docstring)."""
+
+    design_name = ""  # a key of dpl_plugin.designs.DESIGNS, set by each trainer
+
+    # -- the one per-trainer hook ------------------------------------------------------------------
+    def baseline_settings(self, cfg) -> Tuple[dict, str]:
+        """``(keyword arguments of the design's hand configuration, text context init)`` read from the
+        baseline's config node (e.g. ``TRAINER.MAPLE``)."""
+        raise NotImplementedError
+
+    # -- Dassl hooks -------------------------------------------------------------------------------
+    def check_cfg(self, cfg):
+        check_dpl_cfg(cfg)
+
+    def build_model(self):
+        cfg = self.cfg
+        _route_library_logs_to_stdout()
+        self.design = get_design(self.design_name)
+        self.precision = self._precision()
+        if self.device.type == "cuda" and torch.cuda.device_count() > 1:
+            print(f"{torch.cuda.device_count()} GPUs are visible; DPL runs on one ({self.device}) and leaves the "
+                  f"others idle. Choose it with CUDA_VISIBLE_DEVICES.")
+        print(f"Loading CLIP ({cfg.MODEL.BACKBONE.NAME}, {self.precision}) on {self.device}")
+        self.clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.device, self.precision)
+        self.backbone = BackboneSpec.of(self.clip_model, name=cfg.MODEL.BACKBONE.NAME)
+        size, resolution = tuple(cfg.INPUT.SIZE), self.backbone.image_resolution
+        if size != (resolution, resolution):
+            raise ValueError(f"INPUT.SIZE is {size}, but the CLIP backbone {cfg.MODEL.BACKBONE.NAME} takes "
+                             f"{resolution}x{resolution} images: set INPUT.SIZE ({resolution}, {resolution})")
+        self.classnames = list(self.dm.dataset.classnames)
+        self.baseline_kwargs, self.ctx_init = self.baseline_settings(cfg)
+        self.model = self.optim = self.sched = self.scaler = None
+        self.prompt_config: Optional[PromptConfig] = None
+        config = self._known_config()
+        if config is not None:
+            self._install(config)
+
+    def train(self):
+        if self.model is None:  # no configuration yet (MODE search, or dpl without a finished search)
+            config = self.search()
+            if self.cfg.TRAINER.DPL.MODE == "search":
+                path = osp.join(self.output_dir, SEARCH_DIR, CONFIG_FILE)
+                print(f"Search finished: {path}\nTrain it with the same command and TRAINER.DPL.MODE train "
+                      f"TRAINER.DPL.CONFIG_FILE {path} (or MODE dpl with this output directory)")
+                return
+            self._install(self._for_training(config))
+        self.prompt_config.save(osp.join(self.output_dir, TRAINED_CONFIG))
+        if self.optim is None:
+            print("The prompt configuration has no prompt tokens: nothing to train; evaluating CLIP as it is")
+            if not self.cfg.TEST.NO_TEST:
+                self.test()
+            return
+        self._reseed()  # the same data order whether or not a search ran before
+        super().train()
+
+    def forward_backward(self, batch):
+        images, labels = self.parse_batch_train(batch)
+        if self.scaler is not None:
+            with torch.autocast("cuda", dtype=torch.float16):
+                logits = self.model(images)
+                loss = F.cross_entropy(logits, labels)
+            self.optim.zero_grad()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+            self.model_backward_and_update(loss)
+        summary = {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()  # once per epoch, as the CoOp family does
+        return summary
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def test(self, split=None):
+        if self.model is None:
+            raise RuntimeError("there is no model to evaluate: this run has no prompt configuration yet. Pass "
+                               "--model-dir (a trained run's output folder), or train first")
+        with self.model.cached_text_features():  # class text features once, not once per batch
+            return super().test(split)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        if self.model is None:
+            return
+        state = {
+            "design": self.design.name,
+            "prompt_config": self.prompt_config.to_dict(),
+            "state_dict": self.model.prompt_learner.state_dict(),
+            "epoch": epoch + 1,
+            "optimizer": self.optim.state_dict() if self.optim is not None else None,
+            "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "val_result": val_result,
+            "rng": capture_rng_state(),
+        }
+        folder = osp.join(directory, MODEL_NAME)
+        path = checkpoints.write(state, folder, model_name or checkpoints.epoch_file(epoch + 1))
+        print(f"Checkpoint saved to {path}")
+        if is_best and not model_name:
+            checkpoints.write(state, folder, checkpoints.BEST)
+
+    def resume_model_if_exist(self, directory):
+        path = checkpoints.latest(osp.join(directory, MODEL_NAME))
+        if path is None:
+            print("No checkpoint found, train from scratch")
+            return 0
+        state = checkpoints.read(path)  # on CPU: RNG states must stay there; load_state_dict moves the rest
+        if _structure(state["prompt_config"]) != _structure(self.prompt_config.to_dict()):
+            raise PromptConfigError(
+                f"{path} was trained with another prompt configuration ({_describe(state['prompt_config'])}) than "
+                f"this run ({_describe(self.prompt_config.to_dict())}). Use another output directory, or delete "
+                f"{osp.dirname(path)} to train from scratch")
+        self.model.prompt_learner.load_state_dict(state["state_dict"])
+        for part, target in (("optimizer", self.optim), ("scheduler", self.sched), ("scaler", self.scaler)):
+            if target is not None and state.get(part) is not None:
+                target.load_state_dict(state[part])
+        restore_rng_state(state["rng"])  # continue exactly as the uninterrupted run would have
+        print(f"Resumed from {path} (epoch {state['epoch']})")
+        return state["epoch"]
+
+    def load_model(self, directory, epoch=None):
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given (ignore this if it's done "
+                  "on purpose)")
+            return
+        path = checkpoints.find(osp.join(directory, MODEL_NAME), epoch)
+        state = checkpoints.read(path)  # on CPU: RNG states must stay there; load_state_dict moves the rest
+        if state["design"] != self.design.name:
+            raise ValueError(f"{path} was trained with the {state['design']} design; evaluate it with that "
+                             f"design's trainer, not {self.cfg.TRAINER.NAME}")
+        config = PromptConfig.from_dict(state["prompt_config"], source=path)
+        if self.prompt_config is None or _structure(config.to_dict()) != _structure(self.prompt_config.to_dict()):
+            self._install(config)
+        self.model.prompt_learner.load_state_dict(state["state_dict"])
+        print(f"Loading weights to {MODEL_NAME} from \"{path}\" (epoch = {state['epoch']})")
+
+    # -- the search stage --------------------------------------------------------------------------
+    def search(self) -> PromptConfig:
+        """The searched configuration: a finished search's, else search (resuming an interrupted one)."""
+        cfg, s = self.cfg, self.cfg.TRAINER.DPL.SEARCH
+        folder = osp.join(self.output_dir, SEARCH_DIR)
+        finished = self._finished_search()
+        if finished is not None:
+            return finished
+        self._reseed()
+        model = build_supernet(self.clip_model, self.classnames, candidates=cfg.TRAINER.DPL.CANDIDATES,
+                               templates=self._templates(s.TEXT) or (DEFAULT_TEMPLATE,), text_init=s.TEXT_INIT,
+                               vision_init=s.VISION_INIT, **self.design.search_space()).to(self.device)
+        learner = model.prompt_learner
+        optimizer, scheduler = build_optimizer_and_scheduler(learner.prompt_parameters(), cfg.OPTIM, lr=s.LR,
+                                                             max_epoch=s.EPOCHS)
+        train_loader, val_loader = search_loaders(cfg, self.dm.dataset, s.BATCH_SIZE, s.VAL_BATCH_SIZE)
+        settings = SearchSettings(
+            epochs=s.EPOCHS, alpha_lr=s.ALPHA_LR, alpha_betas=tuple(s.ALPHA_BETAS),
+            alpha_weight_decay=s.ALPHA_WEIGHT_DECAY, second_order=s.SECOND_ORDER, early_stop_patience=s.EARLY_STOP,
+            precision="amp" if self.precision == "amp" else "fp32", resume=True, plot=s.PLOT)
+        provenance = {"trainer": cfg.TRAINER.NAME, "design": self.design.name, "dataset": cfg.DATASET.NAME,
+                      "shots": cfg.DATASET.NUM_SHOTS, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
+                      "seed": cfg.SEED, "backbone": cfg.MODEL.BACKBONE.NAME, "search_epochs": s.EPOCHS}
+        print(f"Searching prompt lengths ({self.design.name} design, branches {list(self.design.branches)}, "
+              f"candidates {list(learner.candidates)}, {s.EPOCHS} epochs) into {folder}")
+        result = BilevelSearch(model, train_loader, val_loader, optimizer, scheduler, settings, folder, self.device,
+                               provenance=provenance).run()
+        print(f"Searched configuration: text {result.config.text} vision {result.config.vision}")
+        return result.config
+
+    def _finished_search(self) -> Optional[PromptConfig]:
+        path = osp.join(self.output_dir, SEARCH_DIR, CONFIG_FILE)
+        if not osp.isfile(path):
+            return None
+        config = PromptConfig.load(path, self.backbone)
+        # Searched for fewer epochs than asked (e.g. a longer search requested): resume it instead.
+        if config.provenance.get("search_epochs") != self.cfg.TRAINER.DPL.SEARCH.EPOCHS:
+            return None
+        print(f"Using the finished search {path} (delete its folder to search again)")
+        return config
+
+    # -- model construction ------------------------------------------------------------------------
+    def _known_config(self) -> Optional[PromptConfig]:
+        """The configuration to train when no search has to run first (else None)."""
+        dpl = self.cfg.TRAINER.DPL
+        if dpl.MODE == "search":
+            return None
+        if dpl.MODE == "baseline":
+            try:
+                hand = self.design.baseline_config(self.backbone, **self.baseline_kwargs)
+            except PromptConfigError as err:
+                raise PromptConfigError(
+                    f"the {self.design.name} baseline's settings {self.baseline_kwargs} do not fit "
+                    f"{self.backbone.name}: {err}. Adjust them in the baseline's config node "
+                    f"(TRAINER.COOP, VPT, IVLP or MAPLE)") from None
+            return self._insertion(hand, "native")
+        if dpl.CONFIG_FILE:
+            return self._for_training(PromptConfig.load(dpl.CONFIG_FILE, self.backbone))
+        finished = self._finished_search()
+        return self._for_training(finished) if finished is not None else None
+
+    def _for_training(self, config: PromptConfig) -> PromptConfig:
+        self._check_design(config)
+        return self._insertion(config, config.insertion)
+
+    def _insertion(self, config: PromptConfig, default: str) -> PromptConfig:
+        return config.with_insertion(self.cfg.TRAINER.DPL.INSERTION or default)
+
+    def _check_design(self, config: PromptConfig) -> None:
+        name = self.cfg.TRAINER.NAME or type(self).__name__
+        for branch in ("text", "vision"):
+            if config.uses(branch) and branch not in self.design.branches:
+                raise PromptConfigError(f"{name} prompts the {'/'.join(self.design.branches)} branch only, but the "
+                                        f"configuration has {branch} prompts {config.lengths(branch)}")
+        if config.coupled != self.design.coupled and config.uses("vision") and config.uses("text"):
+            kind = "coupled (vision prompts mapped from text prompts)" if config.coupled else "independent"
+            raise PromptConfigError(f"the configuration is {kind}, which the {self.design.name} design is not: "
+                                    f"train it with {'DPL_MaPLe' if config.coupled else 'DPL_IVLP'}")
+
+    def _install(self, config: PromptConfig) -> None:
+        """Build the model for ``config`` and register its learner (replacing any previous one)."""
+        cfg = self.cfg
+        self._reseed()  # the same initial prompts whether or not a search ran before
+        init = cfg.TRAINER.DPL.TRAIN.INIT
+        model = build_prompted_clip(self.clip_model, self.classnames, config, ctx_init=self.ctx_init,
+                                    templates=self._templates(cfg.TRAINER.DPL.TEXT), text_init=init,
+                                    vision_init=init).to(self.device)
+        learner = model.prompt_learner
+        params = [p for p in learner.parameters() if p.requires_grad]
+        optim = sched = None
+        if params:
+            optim, sched = build_optimizer_and_scheduler(params, cfg.OPTIM)
+        self.model, self.optim, self.sched, self.prompt_config = model, optim, sched, config
+        self._models[MODEL_NAME], self._optims[MODEL_NAME], self._scheds[MODEL_NAME] = learner, optim, sched
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" and params else None
+        print(f"Prompt configuration ({config.insertion} insertion{', coupled' if config.coupled else ''}): "
+              f"text {config.text} vision {config.vision}; {sum(p.numel() for p in params):,} learnable parameters")
+
+    # -- small helpers -----------------------------------------------------------------------------
+    def _templates(self, text: str) -> Optional[Sequence[str]]:
+        """None = the design's default text input (see dpl_plugin.text_inputs.plan_text_input)."""
+        if text == "ensemble":
+            return list(IMAGENET_TEMPLATES)
+        if text == "custom":
+            name = self.cfg.DATASET.NAME
+            if name not in DATASET_TEMPLATES:
+                raise ValueError(f"TRAINER.DPL.TEXT custom: no hand-written prompt for dataset '{name}'; known: "
+                                 f"{sorted(DATASET_TEMPLATES)}. Use TEXT default or ensemble")
+            return [DATASET_TEMPLATES[name]]
+        return None
+
+    def _precision(self) -> str:
+        prec = self.cfg.TRAINER.DPL.PREC
+        if self.device.type != "cuda" and prec != "fp32":
+            print(f"TRAINER.DPL.PREC {prec} needs a GPU; running fp32 on {self.device}")
+            return "fp32"
+        return prec
+
+    def _reseed(self) -> None:
+        if self.cfg.SEED >= 0:
+            seed_everything(self.cfg.SEED)
+
+
+def _structure(config: dict) -> dict:
+    """What determines a model's parameters: everything but the provenance."""
+    return {k: v for k, v in config.items() if k != "provenance"}
+
+
+def _describe(config: dict) -> str:
+    return f"{config['insertion']}, text {config['text']}, vision {config['vision']}"
+
+
+class _StdoutHandler(logging.Handler):
+    """Library log records (the search's epoch lines) as plain lines on the current ``sys.stdout``,
+    which Dassl's ``setup_logger`` tees into ``log.txt``."""
+
+    def emit(self, record):
+        print(self.format(record), file=sys.stdout)
+
+
+def _route_library_logs_to_stdout() -> None:
+    # Importing Dassl runs logging.disable(logging.WARNING) (dassl/data/datasets/dg/wilds/wilds_base.py),
+    # which would drop the search's INFO lines. Undo it: loggers without handlers still print
+    # nothing below WARNING (logging's last-resort handler), so no other library gets louder.
+    if logging.root.manager.disable >= logging.INFO:
+        logging.disable(logging.NOTSET)
+    logger = logging.getLogger("dpl_plugin")
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        logger.addHandler(_StdoutHandler())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -1,0 +1,35 @@
+# Settings shared by the scripts, in one place. Override any of them with an environment variable:
+#   DPL_DATA=/data/coop DPL_TRAINER=DPL_IVLP bash scripts/fewshot.sh caltech101
+DATA=${DPL_DATA:-/path/to/datasets}      # CoOp's dataset root (DATASETS.md layout)
+TRAINER=${DPL_TRAINER:-DPL_MaPLe}        # DPL_CoOp | DPL_VPT | DPL_IVLP | DPL_MaPLe
+CFG=${DPL_CFG:-vit_b16}                  # configs/trainers/${TRAINER}/${CFG}.yaml
+OUTPUT=${DPL_OUTPUT:-output}             # results go to ${OUTPUT}/... (CoOp/MaPLe folder conventions)
+SEEDS=${DPL_SEEDS:-"1 2 3"}
+PYTHON=${DPL_PYTHON:-python}
+# Extra KEY VALUE options appended to every run (no spaces inside a value), e.g. local CLIP weights:
+#   DPL_OPTS="MODEL.BACKBONE.NAME /models/ViT-B-16.pt DATALOADER.NUM_WORKERS 4"
+OPTS=${DPL_OPTS:-}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# dpl_run DATASET OUTPUT_DIR [train.py arguments and KEY VALUE options...]
+dpl_run() {
+    local dataset=$1 dir=$2
+    shift 2
+    if [ ! -d "${DATA}" ]; then
+        echo "Dataset root '${DATA}' does not exist: set DPL_DATA (or DATA in scripts/env.sh)" >&2
+        exit 1
+    fi
+    "${PYTHON}" "${REPO}/train.py" \
+        --root "${DATA}" \
+        --trainer "${TRAINER}" \
+        --dataset-config-file "${REPO}/configs/datasets/${dataset}.yaml" \
+        --config-file "${REPO}/configs/trainers/${TRAINER}/${CFG}.yaml" \
+        --output-dir "${dir}" \
+        "$@" ${OPTS}
+}
+
+# has_result DIR: the run in DIR already printed its final evaluation (logs of reruns are log.txt-<time>)
+has_result() {
+    grep -qs "^=> result" "$1"/log.txt* && { [ "$2" = eval ] || grep -qs "^Finish training" "$1"/log.txt*; }
+}

@@ -1,0 +1,477 @@
+"""The four DPL trainers end to end, run as a user runs them: ``python train.py ...`` on CPU, with a small
+CLIP saved to a file and a small Caltech101 written in CoOp's folder layout.
+
+The runs are independent processes; the module fixture starts them in three waves (two at a time)
+and the tests read what they printed and wrote:
+
+1. per trainer: search + train 1 epoch (``A``); for DPL_IVLP also an uninterrupted 2-epoch run; a
+   search-only run; a baseline run; a trainer file copied into a CoOp-like fork; ``scripts/base2new.sh``;
+2. per trainer: the same command with 2 epochs, which resumes (``B``); a searched configuration
+   trained with ``MODE train`` and native insertion; a longer search resumed from its checkpoint;
+   ``scripts/base2new.sh`` again (skips finished runs);
+3. per trainer: ``--eval-only`` of ``B``'s model (``C``).
+"""
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("dassl", reason="Dassl (KaiyangZhou/Dassl.pytorch, not on PyPI) is not installed")
+
+import torch  # noqa: E402
+
+from conftest import make_clip  # noqa: E402
+from dassl_data import write_caltech101  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAINERS = ["DPL_CoOp", "DPL_VPT", "DPL_IVLP", "DPL_MaPLe"]
+TEXT = {"DPL_CoOp": "custom", "DPL_VPT": "ensemble", "DPL_IVLP": "ensemble", "DPL_MaPLe": "default"}
+WORKERS = 2  # the machine may have only two cores; every process uses one thread
+
+TINY_CONFIG = """\
+DATALOADER:
+  TRAIN_X:
+    BATCH_SIZE: 4
+  TEST:
+    BATCH_SIZE: 16
+  NUM_WORKERS: 0
+INPUT:
+  SIZE: (32, 32)
+  INTERPOLATION: "bicubic"
+  PIXEL_MEAN: [0.48145466, 0.4578275, 0.40821073]
+  PIXEL_STD: [0.26862954, 0.26130258, 0.27577711]
+  TRANSFORMS: ["random_resized_crop", "random_flip", "normalize"]
+OPTIM:
+  NAME: "sgd"
+  LR: 0.0035
+  MAX_EPOCH: 1
+  LR_SCHEDULER: "cosine"
+  WARMUP_EPOCH: 1
+  WARMUP_TYPE: "constant"
+  WARMUP_CONS_LR: 1e-5
+TRAIN:
+  PRINT_FREQ: 20
+  CHECKPOINT_FREQ: 1
+MODEL:
+  BACKBONE:
+    NAME: "{clip}"
+TRAINER:
+  DPL:
+    SEARCH:
+      EPOCHS: 1
+      VAL_BATCH_SIZE: 4
+      PLOT: False
+"""
+
+ACCURACY = re.compile(r"^\* accuracy: ([\d.]+)%", re.MULTILINE)
+
+
+class Run:
+    """One ``train.py`` process: its command, output folder and combined stdout/stderr."""
+
+    def __init__(self, args, output_dir, cwd, script):
+        self.args, self.output_dir, self.cwd, self.script = args, output_dir, cwd, script
+        self.log, self.returncode = "", None
+
+    def __call__(self):
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=REPO,
+                   PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
+        start = time.time()
+        proc = subprocess.run([sys.executable, self.script] + self.args, cwd=self.cwd, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+        self.log, self.returncode, self.seconds = proc.stdout, proc.returncode, time.time() - start
+        return self
+
+    def ok(self) -> str:
+        assert self.returncode == 0, f"train.py failed ({' '.join(self.args)}):\n{self.log[-4000:]}"
+        return self.log
+
+    @property
+    def accuracy(self) -> float:
+        found = ACCURACY.findall(self.ok())
+        assert found, f"no '* accuracy: X%' line in the output:\n{self.log[-3000:]}"
+        return float(found[-1])
+
+    def path(self, *parts):
+        return os.path.join(self.output_dir, *parts)
+
+
+class ScriptRun(Run):
+    """One ``bash scripts/...`` invocation, configured through the scripts' environment variables."""
+
+    def __init__(self, ws, script, *args, trainer="DPL_CoOp"):
+        super().__init__(list(args), os.path.join(ws.root, "script_output"), ws.root, script)
+        opts = (f"MODEL.BACKBONE.NAME {ws.clip} INPUT.SIZE (32,32) DATALOADER.NUM_WORKERS 0 "
+                "DATALOADER.TEST.BATCH_SIZE 16 OPTIM.MAX_EPOCH 1 TRAINER.DPL.SEARCH.EPOCHS 1 "
+                "TRAINER.DPL.SEARCH.VAL_BATCH_SIZE 4 TRAINER.DPL.SEARCH.PLOT False")
+        self.env = {"DPL_DATA": ws.data, "DPL_TRAINER": trainer, "DPL_OUTPUT": self.output_dir, "DPL_SEEDS": "1",
+                    "DPL_PYTHON": sys.executable, "DPL_OPTS": opts}
+
+    def __call__(self):
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=REPO, PYTHONWARNINGS="ignore",
+                   CUDA_VISIBLE_DEVICES="", **self.env)
+        start = time.time()
+        proc = subprocess.run(["bash", os.path.join(REPO, "scripts", self.script)] + self.args, cwd=self.cwd,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+        self.log, self.returncode, self.seconds = proc.stdout, proc.returncode, time.time() - start
+        return self
+
+
+class Workspace:
+    def __init__(self, root):
+        self.root = str(root)
+        self.clip = os.path.join(self.root, "tiny_clip.pt")
+        torch.save(make_clip().state_dict(), self.clip)
+        self.data = os.path.join(self.root, "data")
+        self.classnames = write_caltech101(self.data, num_classes=4, images_per_class=10)
+        self.config = os.path.join(self.root, "tiny.yaml")
+        with open(self.config, "w") as f:
+            f.write(TINY_CONFIG.format(clip=self.clip))
+        self._cache_fewshot_split()
+
+    def _cache_fewshot_split(self, shots=4, seed=1):
+        """Write the few-shot cache once, before runs start in parallel: the readers' cache writes
+        are not atomic, and concurrent first runs would race on the same file."""
+        import random
+
+        from dassl.config import get_cfg_default
+        from dassl.data.datasets import DATASET_REGISTRY
+
+        from dpl_plugin.dassl import extend_cfg
+        from dpl_plugin.dassl.datasets import register_datasets
+
+        register_datasets()
+        cfg = extend_cfg(get_cfg_default())
+        cfg.DATASET.ROOT, cfg.DATASET.NAME, cfg.DATASET.NUM_SHOTS, cfg.SEED = self.data, "Caltech101", shots, seed
+        random.seed(seed)
+        DATASET_REGISTRY.get("Caltech101")(cfg)
+
+    def run(self, trainer, name, *opts, flags=(), script=None, cwd=None):
+        """``train.py`` for ``trainer`` writing to ``output/<name>``; ``opts`` are trailing KEY VALUE pairs."""
+        output_dir = os.path.join(self.root, "output", name)
+        args = ["--root", self.data, "--seed", "1", "--trainer", trainer,
+                "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "caltech101.yaml"),
+                "--config-file", self.config, "--output-dir", output_dir, *flags, "DATASET.NUM_SHOTS", "4", *opts]
+        return Run(args, output_dir, cwd or self.root, script or os.path.join(REPO, "train.py"))
+
+
+def run_wave(runs):
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return list(pool.map(lambda r: r(), runs))
+
+
+FORK_DATASET = '''\
+"""The fork's own Caltech101 reader (registered before the DPL trainer is imported)."""
+import json
+import os
+
+from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
+
+
+@DATASET_REGISTRY.register()
+class Caltech101(DatasetBase):
+    def __init__(self, cfg):
+        root = os.path.join(cfg.DATASET.ROOT, "caltech-101")
+        with open(os.path.join(root, "split_zhou_Caltech101.json")) as f:
+            split = json.load(f)
+        image_dir = os.path.join(root, "101_ObjectCategories")
+        read = lambda items: [Datum(os.path.join(image_dir, p), int(y), c) for p, y, c in items]
+        train, val, test = read(split["train"]), read(split["val"]), read(split["test"])
+        train = self.generate_fewshot_dataset(train, num_shots=cfg.DATASET.NUM_SHOTS)
+        val = self.generate_fewshot_dataset(val, num_shots=min(cfg.DATASET.NUM_SHOTS, 4))
+        print("FORK READER: Caltech101")
+        super().__init__(train_x=train, val=val, test=test)
+'''
+
+FORK_CLIP = {  # forks vendor clip/ at their root; MaPLe's build_model takes an extra argument
+    "__init__.py": "from .model import build_model  # noqa: F401\n",
+    "model.py": "def build_model(state_dict, design_details):\n"
+                "    raise RuntimeError('the DPL trainer used the fork\\'s vendored clip')\n",
+}
+
+FORK_TRAIN = '''\
+"""A CoOp-like fork's train.py; the two lines marked (+) are the whole integration."""
+import argparse
+
+import clip  # noqa: F401  (the fork's vendored copy, which shadows the installed package)
+from dassl.config import get_cfg_default
+from dassl.engine import build_trainer
+from dassl.utils import set_random_seed, setup_logger
+
+import datasets.caltech101  # noqa: F401
+from trainers.dpl_maple import extend_dpl_cfg  # (+) registers DPL_MaPLe
+
+
+def extend_cfg(cfg):
+    from yacs.config import CfgNode as CN
+
+    cfg.TRAINER.MAPLE = CN()
+    cfg.TRAINER.MAPLE.N_CTX = 2
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
+    cfg.TRAINER.MAPLE.PREC = "fp16"
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+
+
+def setup_cfg(args):
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    extend_dpl_cfg(cfg)  # (+)
+    cfg.merge_from_file(args.dataset_config_file)
+    cfg.merge_from_file(args.config_file)
+    cfg.DATASET.ROOT, cfg.OUTPUT_DIR, cfg.SEED, cfg.TRAINER.NAME = args.root, args.output_dir, args.seed, args.trainer
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    return cfg
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    for flag in ("--root", "--output-dir", "--trainer", "--config-file", "--dataset-config-file"):
+        parser.add_argument(flag, type=str, default="")
+    parser.add_argument("--seed", type=int, default=-1)
+    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    cfg = setup_cfg(args)
+    set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    build_trainer(cfg).train()
+'''
+
+
+def make_fork(root):
+    fork = os.path.join(root, "fork")
+    os.makedirs(os.path.join(fork, "clip"), exist_ok=True)
+    for name, text in FORK_CLIP.items():
+        with open(os.path.join(fork, "clip", name), "w") as f:
+            f.write(text)
+    for package in ("datasets", "trainers"):
+        os.makedirs(os.path.join(fork, package), exist_ok=True)
+        open(os.path.join(fork, package, "__init__.py"), "w").close()
+    with open(os.path.join(fork, "datasets", "caltech101.py"), "w") as f:
+        f.write(FORK_DATASET)
+    with open(os.path.join(fork, "train.py"), "w") as f:
+        f.write(FORK_TRAIN)
+    shutil.copy(os.path.join(REPO, "trainers", "dpl_maple.py"), os.path.join(fork, "trainers"))
+    return fork
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return Workspace(tmp_path_factory.mktemp("dassl_trainers"))
+
+
+@pytest.fixture(scope="module")
+def runs(workspace):
+    ws = workspace
+    r = {"ws": ws}
+    text = {t: ["TRAINER.DPL.TEXT", TEXT[t]] for t in TRAINERS}
+    fork = make_fork(ws.root)
+    first = {f"A/{t}": ws.run(t, t, *text[t]) for t in TRAINERS}
+    first["uninterrupted"] = ws.run("DPL_IVLP", "ivlp_uninterrupted", *text["DPL_IVLP"], "OPTIM.MAX_EPOCH", "2")
+    first["search_only"] = ws.run("DPL_MaPLe", "search_only", "TRAINER.DPL.MODE", "search",
+                                  "TRAINER.DPL.SEARCH.PLOT", "True")
+    first["baseline"] = ws.run("DPL_MaPLe", "baseline", "TRAINER.DPL.MODE", "baseline",
+                               "TRAINER.MAPLE.PROMPT_DEPTH", "2", "TRAINER.DPL.PREC", "fp16")
+    first["fork"] = ws.run("DPL_MaPLe", "fork", script=os.path.join(fork, "train.py"), cwd=fork)
+    first["base2new"] = ScriptRun(ws, "base2new.sh", "caltech101")
+    run_wave(first.values())
+    r.update(first)
+
+    searched = first["search_only"].path("search", "searched_config.yaml")
+    second = {f"B/{t}": ws.run(t, t, *text[t], "OPTIM.MAX_EPOCH", "2") for t in TRAINERS}
+    second["train_native"] = ws.run("DPL_MaPLe", "train_native", "TRAINER.DPL.MODE", "train",
+                                    "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.INSERTION", "native",
+                                    "TEST.FINAL_MODEL", "best_val")
+    second["search_resumed"] = ws.run("DPL_MaPLe", "search_resumed", "TRAINER.DPL.SEARCH.EPOCHS", "2")
+    shutil.copytree(first["search_only"].path("search"), second["search_resumed"].path("search"))
+    second["base2new_again"] = ScriptRun(ws, "base2new.sh", "caltech101")
+    run_wave(second.values())
+    r.update(second)
+
+    third = {}
+    for t in TRAINERS:
+        load_epoch = ["--load-epoch", "2"] if t in ("DPL_IVLP", "DPL_MaPLe") else []  # else: the latest
+        third[f"C/{t}"] = ws.run(t, t + "_eval", *text[t],
+                                 flags=["--eval-only", "--model-dir", r[f"B/{t}"].output_dir, *load_epoch])
+    run_wave(third.values())
+    r.update(third)
+    return r
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_search_then_train_then_evaluate(runs, trainer):
+    run = runs[f"A/{trainer}"]
+    log = run.ok()
+    assert "Searching prompt lengths" in log and "Searched configuration (per-layer confidence)" in log
+    assert re.search(r"^epoch \[1/1\] train loss", log, re.MULTILINE)  # the search's epoch line reached log.txt
+    for name in ("searched_config.yaml", "alpha_history.json", "search_checkpoint.pth"):
+        assert os.path.isfile(run.path("search", name)), name
+    trained = open(run.path("prompt_config.yaml")).read()
+    searched = open(run.path("search", "searched_config.yaml")).read()
+    assert "insertion: prefix" in trained  # trained in the form it was searched in
+    assert trained.split("provenance")[0] == searched.split("provenance")[0]
+    assert "Finish training" in log and 0.0 <= run.accuracy <= 100.0
+    assert os.path.isfile(run.path("prompt_learner", "model.pth.tar-1"))
+    with open(run.path("log.txt")) as f:  # Dassl's log file, which CoOp-style parsers read
+        assert "* accuracy:" in f.read()
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_rerun_with_more_epochs_resumes_from_the_checkpoint_and_reuses_the_search(runs, trainer):
+    log = runs[f"B/{trainer}"].ok()
+    assert "Using the finished search" in log and "Searching prompt lengths" not in log
+    assert "Resumed from" in log and "model.pth.tar-1 (epoch 1)" in log
+    assert "epoch [2/2]" in log and "epoch [1/2]" not in log
+    assert os.path.isfile(runs[f"B/{trainer}"].path("prompt_learner", "model.pth.tar-2"))
+
+
+def test_resumed_run_equals_the_uninterrupted_one(runs):
+    resumed, uninterrupted = runs["B/DPL_IVLP"], runs["uninterrupted"]
+    assert "Resumed from" not in uninterrupted.ok()
+    a = torch.load(resumed.path("prompt_learner", "model.pth.tar-2"), weights_only=True)["state_dict"]
+    b = torch.load(uninterrupted.path("prompt_learner", "model.pth.tar-2"), weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.accuracy == uninterrupted.accuracy
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_eval_only_reloads_the_model_and_gives_the_same_accuracy(runs, trainer):
+    run = runs[f"C/{trainer}"]
+    log = run.ok()
+    assert "model.pth.tar-2" in log and "Searching" not in log  # eval-only never searches
+    assert run.accuracy == runs[f"B/{trainer}"].accuracy
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_checkpoints_hold_only_what_was_learned(runs, trainer):
+    run = runs[f"B/{trainer}"]
+    path = run.path("prompt_learner", "model.pth.tar-2")
+    state = torch.load(path, weights_only=True)  # loads without unpickling any object
+    assert set(state["state_dict"]) and all(re.match(r"^(text|vision|maps)\.\d+", k) for k in state["state_dict"])
+    assert os.path.getsize(path) < os.path.getsize(runs["ws"].clip) / 20
+    assert state["epoch"] == 2 and state["prompt_config"]["insertion"] == "prefix"
+    pointer = open(run.path("prompt_learner", "checkpoint")).read().strip()
+    assert pointer == "model.pth.tar-2"
+
+
+def test_search_only_mode_writes_the_configuration_and_trains_nothing(runs):
+    run = runs["search_only"]
+    log = run.ok()
+    assert "Search finished" in log and "TRAINER.DPL.CONFIG_FILE" in log
+    assert not os.path.exists(run.path("prompt_learner")) and "* accuracy" not in log
+    assert os.path.isfile(run.path("search", "alpha_coupled.png"))  # MaPLe's search shares one table
+
+
+def test_a_longer_search_resumes_the_finished_shorter_one(runs):
+    log = runs["search_resumed"].ok()
+    assert "Resumed the search from" in log and "after epoch 1" in log
+    assert re.search(r"^epoch \[2/2\] train loss", log, re.MULTILINE) and "Finish training" in log
+
+
+def test_train_mode_trains_a_given_configuration_with_native_insertion(runs):
+    run = runs["train_native"]
+    log = run.ok()
+    assert "Searching" not in log and not os.path.exists(run.path("search"))
+    assert "native insertion, coupled" in log and 0.0 <= run.accuracy <= 100.0
+    assert "insertion: native" in open(run.path("prompt_config.yaml")).read()
+    # TEST.FINAL_MODEL best_val: validated every epoch, the best model deployed for the final test
+    assert os.path.isfile(run.path("prompt_learner", "model-best.pth.tar"))
+    assert "Deploy the model with the best val performance" in log and 'model-best.pth.tar" (epoch = 1)' in log
+
+
+def test_baseline_mode_trains_the_hand_design_natively_without_search(runs):
+    run = runs["baseline"]
+    log = run.ok()
+    assert "Searching" not in log and not os.path.exists(run.path("search"))
+    assert "Prompt configuration (native insertion, coupled): text [2, 2, 0] vision [2, 2, 0]" in log
+    assert "TRAINER.DPL.PREC fp16 needs a GPU; running fp32 on cpu" in log
+    assert "Finish training" in log and 0.0 <= run.accuracy <= 100.0
+
+
+def test_trainer_file_drops_into_a_coop_fork(runs):
+    log = runs["fork"].ok()
+    assert "FORK READER: Caltech101" in log  # the fork's own dataset reader, no clash with ours
+    assert "Searching prompt lengths" in log and "Finish training" in log and "* accuracy:" in log
+
+
+def test_base2new_script_follows_the_folder_conventions_and_skips_finished_runs(runs):
+    log = runs["base2new"].ok()
+    common = os.path.join("caltech101", "shots_16", "DPL_CoOp", "vit_b16", "seed1")
+    train_dir = os.path.join(runs["base2new"].output_dir, "base2new", "train_base", common)
+    test_dir = os.path.join(runs["base2new"].output_dir, "base2new", "test_new", common)
+    assert os.path.isfile(os.path.join(train_dir, "search", "searched_config.yaml"))
+    assert os.path.isfile(os.path.join(test_dir, "log.txt")) and log.count("SUBSAMPLE") >= 2
+    again = runs["base2new_again"].ok()
+    assert again.count("skipped") == 2 and "Loading trainer" not in again
+
+    sys.path.insert(0, REPO)
+    import parse_results
+
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        parse_results.main(["--base2new", os.path.join(runs["base2new"].output_dir, "base2new")])
+    assert re.search(r"caltech101/shots_16/DPL_CoOp/vit_b16: base [\d.]+  new [\d.]+  HM [\d.]+", summary.getvalue())
+
+
+# -- errors a user can run into, in-process (no new interpreter needed) ---------------------------------
+
+def _trainer_in_process(ws, tmp_path, *opts):
+    import importlib.util
+
+    from dassl.engine import build_trainer
+
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)  # train.py imports the repository's trainers/ package
+
+    spec = importlib.util.spec_from_file_location("dpl_train_script", os.path.join(REPO, "train.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # registers the trainers (once per process) like `python train.py`
+    from dpl_plugin.dassl.datasets import register_datasets
+    register_datasets()
+    args = script.build_parser().parse_args(
+        ["--root", ws.data, "--trainer", "DPL_MaPLe", "--config-file", ws.config, "--output-dir", str(tmp_path),
+         "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "caltech101.yaml"),
+         "DATASET.NUM_SHOTS", "4", "DATALOADER.NUM_WORKERS", "0", "USE_CUDA", "False", *opts])
+    return build_trainer(script.setup_cfg(args))
+
+
+def test_input_size_must_match_the_backbone(workspace, tmp_path):
+    with pytest.raises(ValueError, match=r"INPUT.SIZE is \(224, 224\).*set INPUT.SIZE \(32, 32\)"):
+        _trainer_in_process(workspace, tmp_path, "INPUT.SIZE", "(224, 224)")
+
+
+def test_configuration_of_another_design_is_rejected(workspace, tmp_path):
+    from dpl_plugin import PromptConfig, PromptConfigError
+
+    path = PromptConfig(text=[2, 0, 0], vision=[0, 3, 0]).save(str(tmp_path / "independent.yaml"))
+    with pytest.raises(PromptConfigError, match="train it with DPL_IVLP"):
+        _trainer_in_process(workspace, tmp_path, "TRAINER.DPL.MODE", "train", "TRAINER.DPL.CONFIG_FILE", path)
+
+
+def test_corrupt_or_foreign_checkpoints_give_clear_errors(workspace, tmp_path):
+    from dpl_plugin import PromptConfigError
+    from dpl_plugin.checkpoint import CorruptCheckpointError
+
+    with pytest.raises(PromptConfigError, match="TRAINER.COOP, VPT, IVLP or MAPLE"):  # depth 9 > 3 layers
+        _trainer_in_process(workspace, tmp_path, "TRAINER.DPL.MODE", "baseline")
+    trainer = _trainer_in_process(workspace, tmp_path, "TRAINER.DPL.MODE", "baseline",
+                                  "TRAINER.MAPLE.PROMPT_DEPTH", "2")
+    folder = tmp_path / "model" / "prompt_learner"
+    folder.mkdir(parents=True)
+    (folder / "model.pth.tar-1").write_bytes(b"not a checkpoint")
+    with pytest.raises(CorruptCheckpointError, match="model.pth.tar-1"):
+        trainer.load_model(str(tmp_path / "model"), epoch=1)
+    torch.save({"state_dict": {}, "epoch": 1}, folder / "model.pth.tar-2")  # e.g. a MaPLe checkpoint
+    with pytest.raises(CorruptCheckpointError, match="not a dpl-plugin trainer checkpoint"):
+        trainer.load_model(str(tmp_path / "model"), epoch=2)
+    with pytest.raises(FileNotFoundError, match="Available: \\['model.pth.tar-1', 'model.pth.tar-2'\\]"):
+        trainer.load_model(str(tmp_path / "model"), epoch=5)

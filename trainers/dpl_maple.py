@@ -1,0 +1,20 @@
+"""DPL_MaPLe: prompt lengths searched for MaPLe's design (vision prompts mapped from text prompts), Dassl trainer.
+
+Drop-in for a CoOp-family fork: copy this file into its trainers/ and add to its train.py
+``from trainers.dpl_maple import extend_dpl_cfg`` and, after its own ``extend_cfg(cfg)``,
+``extend_dpl_cfg(cfg)``. Needs ``pip install dpl-plugin``.
+"""
+
+from dassl.engine import TRAINER_REGISTRY
+
+from dpl_plugin.dassl import extend_cfg as extend_dpl_cfg  # noqa: F401  (for the fork's train.py)
+from dpl_plugin.dassl.trainer import DPLTrainer
+
+
+@TRAINER_REGISTRY.register()
+class DPL_MaPLe(DPLTrainer):
+    design_name = "maple"
+
+    def baseline_settings(self, cfg):
+        node = cfg.TRAINER.MAPLE
+        return {"n_ctx": node.N_CTX, "depth": node.PROMPT_DEPTH}, node.CTX_INIT
