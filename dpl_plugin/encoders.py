@@ -37,9 +37,13 @@ class PromptedTextEncoder(nn.Module):
 
     def forward(self, prompts: TokenizedPrompts, layer_prompts: Optional[Sequence[LayerPrompt]] = None,
                 insertion: str = "prefix") -> torch.Tensor:
-        """Features ``(C * T, embed_dim)`` of every tokenized prompt (not normalised)."""
-        tokens = prompts.tokens
+        """Features of every tokenized prompt (not normalised): ``(C * T, embed_dim)``, or
+        ``(C, embed_dim)`` when the templates' embeddings are merged."""
+        tokens, eot = prompts.tokens, prompts.eot
         x = self.token_embedding(tokens).type(self.dtype)
+        if prompts.merge == "embeddings" and prompts.num_templates > 1:
+            x = x.view(prompts.num_classes, prompts.num_templates, *x.shape[1:]).mean(dim=1)
+            eot = eot.view(prompts.num_classes, prompts.num_templates)[:, -1]
         n_slots = prompts.n_slots
         layer0 = _layer0_tokens(layer_prompts, insertion)
         got = 0 if layer0 is None else layer0.shape[-2]
@@ -52,7 +56,7 @@ class PromptedTextEncoder(nn.Module):
             self.transformer.resblocks, x, layer_prompts, insertion, head=1, n_slots=n_slots, causal=True
         )
         x = self.ln_final(x).type(self.dtype)
-        eot = prompts.eot.to(x.device) + (n_final - n_slots)
+        eot = eot.to(x.device) + (n_final - n_slots)
         return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
 
 

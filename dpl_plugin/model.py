@@ -56,7 +56,8 @@ class PromptedCLIP(nn.Module):
 
     def _tokenized(self) -> TokenizedPrompts:
         p = self.prompts
-        return TokenizedPrompts(self.text_tokens, self.text_eot, p.n_slots, p.num_classes, p.num_templates)
+        return TokenizedPrompts(self.text_tokens, self.text_eot, p.n_slots, p.num_classes, p.num_templates,
+                                p.overlay_text, p.merge)
 
     # -- features --------------------------------------------------------------------------------
     def encode_text(self, prompt_set: Optional[PromptSet] = None) -> torch.Tensor:
@@ -66,11 +67,12 @@ class PromptedCLIP(nn.Module):
         if prompt_set is None:
             prompt_set = self.prompt_learner()
         static = not prompt_set.any("text")  # nothing learnable reaches the text side
-        if static and self._static_text is not None and self._static_text.device == self.text_tokens.device:
-            return self._static_text
+        cached = self._static_text
+        if static and cached is not None and (cached.device, cached.dtype) == (self.text_tokens.device, self.text_encoder.dtype):
+            return cached
         feats = self.text_encoder(self._tokenized(), prompt_set.text, self.prompt_learner.insertion)
         feats = F.normalize(feats, dim=-1)
-        if self.prompts.num_templates > 1:
+        if feats.shape[0] != self.num_classes:  # one feature per (class, template): ensemble them
             feats = F.normalize(feats.view(self.num_classes, self.prompts.num_templates, -1).mean(1), dim=-1)
         if static:
             self._static_text = feats.detach()
@@ -114,17 +116,18 @@ def build_prompted_clip(
     text_init: str = "normal:0.02",
     vision_init: str = "normal:0.02",
     truncate: bool = True,
+    merge: str = "features",
 ) -> PromptedCLIP:
     """A :class:`PromptedCLIP` with fixed-length prompts as ``config`` describes them.
 
     ``ctx_init`` (e.g. "a photo of a") gives the text input tokens their initial values under
     native insertion when it is long enough, as in CoOp and MaPLe; ``templates`` replaces the fixed
-    text ("a photo of a {}.") and, with several, averages the class features over them.
+    text ("a photo of a {}."); several are merged per ``merge`` (see :class:`TokenizedPrompts`).
     """
     backbone = BackboneSpec.of(clip_model)
     config.validate(backbone)
     templates, n_slots, mode = plan_text_input(config.insertion, config.input_length("text"), ctx_init, templates)
-    prompts = build_prompts(classnames, templates, n_slots, mode, backbone.context_length, truncate)
+    prompts = build_prompts(classnames, templates, n_slots, mode, backbone.context_length, truncate, merge)
     layer0 = None
     if mode == "overlay":
         with torch.no_grad():

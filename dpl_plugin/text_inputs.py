@@ -15,6 +15,7 @@ a sequence's EOT never influence it, so the result is exact and the text side ge
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -26,6 +27,7 @@ _tokenizer = clip_api._tokenizer
 SOT = _tokenizer.encoder["<|startoftext|>"]
 EOT = _tokenizer.encoder["<|endoftext|>"]
 PLACEHOLDER = "X"
+MERGES = ("features", "embeddings")
 
 
 class ContextOverflowError(ValueError):
@@ -50,6 +52,11 @@ class TokenizedPrompts:
     num_classes: int
     num_templates: int
     overlay_text: Optional[str] = None  # the template words the slots start from, if overlaid
+    # How several templates become one class feature: "features" averages the normalised text
+    # features (CLIP's zero-shot ensembling); "embeddings" averages the templates' input token
+    # embeddings and reads the feature at the last template's EOT (the official DPL train stage:
+    # one sequence per class, so the text side costs no more than a single template).
+    merge: str = "features"
 
     @property
     def length(self) -> int:
@@ -63,6 +70,7 @@ def build_prompts(
     slot_mode: str = "prepend",
     context_length: int = 77,
     truncate: bool = True,
+    merge: str = "features",
 ) -> TokenizedPrompts:
     """Tokenize ``template.format(class)`` for every class and template, with ``n_slots`` slots.
 
@@ -71,6 +79,8 @@ def build_prompts(
     """
     if slot_mode not in ("prepend", "overlay"):
         raise ValueError(f"slot_mode must be 'prepend' or 'overlay', got '{slot_mode}'")
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {MERGES}, got '{merge}'")
     if not classnames:
         raise ValueError("no class names given")
     rows, overlay_text = [], None
@@ -94,7 +104,7 @@ def build_prompts(
     tokens = torch.zeros(len(rows), length, dtype=torch.long)
     for i, ids in enumerate(rows):
         tokens[i, : len(ids)] = torch.tensor(ids)
-    return TokenizedPrompts(tokens, eot, n_slots, len(classnames), len(templates), overlay_text)
+    return TokenizedPrompts(tokens, eot, n_slots, len(classnames), len(templates), overlay_text, merge)
 
 
 def _check_overlay(template: str, body: List[int], n_slots: int, previous: Optional[str]) -> str:
@@ -132,4 +142,9 @@ def plan_text_input(insertion: str, n_input: int, ctx_init: str = "", templates:
     ctx_init = clean_classname(ctx_init).strip()
     if ctx_init and n_input <= len(bpe(ctx_init)):
         return [f"{ctx_init} {{}}."], n_input, "overlay"
+    if ctx_init:
+        warnings.warn(
+            f"ctx_init '{ctx_init}' has {len(bpe(ctx_init))} tokens, fewer than the {n_input} input prompt tokens: "
+            f"they start random before '{{}}.' (MaPLe/IVLP's rule). CoOp instead uses one token per init "
+            f"word: PromptConfig.coop(n_ctx={len(bpe(ctx_init))}).", stacklevel=3)
     return list(templates or ["{}."]), n_input, "prepend"

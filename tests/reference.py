@@ -36,14 +36,15 @@ def _prefix_block(block, x, prompt, mask):
     return x + block.mlp(block.ln_2(x))
 
 
-def text_features(model, tokens, n_ctx=0, prompts=None, insertion="native"):
+def text_features(model, tokens, n_ctx=0, prompts=None, insertion="native", embedded=None):
     """Text features of full-length ``tokens`` (77 wide). ``prompts[l]``: ``(n, D)`` or None.
 
     native: ``prompts[0]`` fills positions ``1..1+n_ctx``; a deeper prompt replaces the current
-    context tokens. prefix: every prompt is extra keys/values of its layer.
+    context tokens. prefix: every prompt is extra keys/values of its layer. ``embedded``: input
+    embeddings to use instead of ``tokens``' (whose EOT positions are still used).
     """
     prompts = prompts or [None] * len(model.transformer.resblocks)
-    x = model.token_embedding(tokens)
+    x = model.token_embedding(tokens) if embedded is None else embedded
     if insertion == "native" and prompts[0] is not None:
         x = torch.cat([x[:, :1], prompts[0].expand(x.shape[0], -1, -1), x[:, 1 + n_ctx:]], dim=1)
     x = (x + model.positional_embedding).permute(1, 0, 2)

@@ -199,7 +199,13 @@ def test_imagenet_fewshot_cache_holds_train_only_and_preprocessed_is_reused(tmp_
     with open(tmp_path / "imagenet" / "split_fewshot" / "shot_2-seed_1.pkl", "rb") as f:
         assert sorted(pickle.load(f)) == ["train"]
     assert ds.classnames == shipped_classnames("imagenet")[:2] and per_class(ds.train_x) == {0: 2, 1: 2}
-    assert ds.val is ds.test and per_class(ds.test) == {0: 2, 1: 2}
+    assert per_class(ds.test) == {0: 2, 1: 2}
+    # validation: other training images (never test images), min(shots, 4) per class, reproducible
+    assert per_class(ds.val) == {0: 2, 1: 2}
+    val_paths = {d.impath for d in ds.val}
+    assert val_paths.isdisjoint(d.impath for d in ds.train_x) and val_paths.isdisjoint(d.impath for d in ds.test)
+    assert all("/images/train/" in p for p in val_paths)
+    assert as_tuples(build(tmp_path, "ImageNet", shots=2, subsample="base").val) == as_tuples(ds.val)
     # the folder scan is cached in preprocessed.pkl: a new class folder is not seen until it is deleted
     write_imagenet(tmp_path, num_classes=5, classnames_txt=False)
     assert build(tmp_path, "ImageNet").num_classes == 4

@@ -6,7 +6,7 @@ import torch
 import reference
 from conftest import CLASSNAMES
 from dpl_plugin import ContextOverflowError, PromptConfig, build_prompted_clip
-from dpl_plugin._clip import clip
+from dpl_plugin._clip import clip, clip_model_module
 
 
 def close(actual, expected):
@@ -202,3 +202,32 @@ def test_resnet_backbone_takes_text_prompts_only(tmp_path, images):
     assert model(images).shape == (4, len(CLASSNAMES))
     with pytest.raises(ValueError, match="ViT"):
         build_prompted_clip(rn, CLASSNAMES, PromptConfig.vpt(2, 1, 3, 1))
+
+
+def test_embedding_ensemble_is_one_sequence_per_class(tiny_clip):
+    """The official DPL train stage's "ensemble": the templates' token embeddings averaged into one
+    sequence per class, read at the last template's EOT."""
+    templates = ["a photo of a {}.", "a sketch of the {}.", "itap of the {}."]
+    config = PromptConfig(text=[2, 0, 1], vision=[0, 0, 0], insertion="prefix")
+    model = build_prompted_clip(tiny_clip, CLASSNAMES, config, templates=templates, merge="embeddings")
+    randomise(model.prompt_learner)
+    tokens = torch.stack([texts(t) for t in templates], dim=1)  # (C, T, 77)
+    with torch.no_grad():
+        embedded = tiny_clip.token_embedding(tokens).mean(dim=1)
+        expected = reference.text_features(tiny_clip, tokens[:, -1], 0, layer_list(model.prompt_learner.text, 3),
+                                           "prefix", embedded=embedded)
+        close(model.encode_text(), torch.nn.functional.normalize(expected, dim=-1))
+
+
+def test_ctx_init_too_short_for_the_input_tokens_warns(tiny_clip):
+    with pytest.warns(UserWarning, match=r"PromptConfig.coop\(n_ctx=4\)"):
+        model = build_prompted_clip(tiny_clip, CLASSNAMES, PromptConfig.coop(16, 3, 3), ctx_init="a photo of a")
+    assert model.prompts.n_slots == 16 and model.prompts.overlay_text is None
+
+
+def test_prompt_free_text_features_follow_the_model_dtype(tiny_clip, images):
+    model = build_prompted_clip(tiny_clip, CLASSNAMES, PromptConfig.vpt(2, 3, 3, 3))
+    with torch.no_grad():
+        model(images)
+        clip_model_module.convert_weights(tiny_clip)  # CLIP's fp16 layout, as on a GPU with PREC fp16
+        assert model.encode_text().dtype == torch.float16

@@ -14,8 +14,10 @@ keep their values, and calling ``extend_cfg`` twice changes nothing.
 * ``CANDIDATES``: the prompt lengths the search chooses from (must include 0);
 * ``PREC``: ``fp32`` | ``fp16`` | ``amp`` (GPU only; CPU always runs fp32);
 * ``TEXT``: the train stage's fixed text: ``default`` (the design's own: "a photo of a {}." or the
-  baseline's context), ``ensemble`` (the 60 ImageNet templates, features averaged), ``custom``
-  (CoOp's hand-written prompt of the dataset);
+  baseline's context), ``embedding_ensemble`` (the official DPL train stage: the 60 ImageNet
+  templates' token embeddings averaged into one sequence per class, the cost of one template),
+  ``ensemble`` (the 60 templates' features averaged, CLIP-style: 60x the text cost when text
+  prompts are learned), ``custom`` (CoOp's hand-written prompt of the dataset);
 * ``SEARCH.*``: the search stage (epochs, batch sizes, prompt and alpha learning rates, ...); the
   prompt optimizer's other settings (momentum, weight decay, warm-up) come from ``OPTIM``;
 * ``TRAIN.INIT``: initialisation of the trained prompts.
@@ -28,7 +30,7 @@ from yacs.config import CfgNode as CN
 MODES = ("dpl", "search", "train", "baseline")
 PRECISIONS = ("fp32", "fp16", "amp")
 INSERTIONS = ("", "prefix", "native")
-TEXTS = ("default", "ensemble", "custom")
+TEXTS = ("default", "embedding_ensemble", "ensemble", "custom")
 
 _DPL = {
     "MODE": "dpl",

@@ -193,8 +193,9 @@ class DPLTrainer(TrainerX):
         if finished is not None:
             return finished
         self._reseed()
+        templates, merge = self._text_input(s.TEXT)
         model = build_supernet(self.clip_model, self.classnames, candidates=cfg.TRAINER.DPL.CANDIDATES,
-                               templates=self._templates(s.TEXT) or (DEFAULT_TEMPLATE,), text_init=s.TEXT_INIT,
+                               templates=templates or (DEFAULT_TEMPLATE,), merge=merge, text_init=s.TEXT_INIT,
                                vision_init=s.VISION_INIT, **self.design.search_space()).to(self.device)
         learner = model.prompt_learner
         optimizer, scheduler = build_optimizer_and_scheduler(learner.prompt_parameters(), cfg.OPTIM, lr=s.LR,
@@ -268,9 +269,9 @@ class DPLTrainer(TrainerX):
         cfg = self.cfg
         self._reseed()  # the same initial prompts whether or not a search ran before
         init = cfg.TRAINER.DPL.TRAIN.INIT
+        templates, merge = self._text_input(cfg.TRAINER.DPL.TEXT)
         model = build_prompted_clip(self.clip_model, self.classnames, config, ctx_init=self.ctx_init,
-                                    templates=self._templates(cfg.TRAINER.DPL.TEXT), text_init=init,
-                                    vision_init=init).to(self.device)
+                                    templates=templates, merge=merge, text_init=init, vision_init=init).to(self.device)
         learner = model.prompt_learner
         params = [p for p in learner.parameters() if p.requires_grad]
         optim = sched = None
@@ -283,17 +284,17 @@ class DPLTrainer(TrainerX):
               f"text {config.text} vision {config.vision}; {sum(p.numel() for p in params):,} learnable parameters")
 
     # -- small helpers -----------------------------------------------------------------------------
-    def _templates(self, text: str) -> Optional[Sequence[str]]:
-        """None = the design's default text input (see dpl_plugin.text_inputs.plan_text_input)."""
-        if text == "ensemble":
-            return list(IMAGENET_TEMPLATES)
+    def _text_input(self, text: str) -> Tuple[Optional[Sequence[str]], str]:
+        """``(templates, merge)``; None = the design's default text (dpl_plugin.text_inputs.plan_text_input)."""
+        if text in ("ensemble", "embedding_ensemble"):
+            return list(IMAGENET_TEMPLATES), "embeddings" if text == "embedding_ensemble" else "features"
         if text == "custom":
             name = self.cfg.DATASET.NAME
             if name not in DATASET_TEMPLATES:
                 raise ValueError(f"TRAINER.DPL.TEXT custom: no hand-written prompt for dataset '{name}'; known: "
                                  f"{sorted(DATASET_TEMPLATES)}. Use TEXT default or ensemble")
-            return [DATASET_TEMPLATES[name]]
-        return None
+            return [DATASET_TEMPLATES[name]], "features"
+        return None, "features"
 
     def _precision(self) -> str:
         prec = self.cfg.TRAINER.DPL.PREC

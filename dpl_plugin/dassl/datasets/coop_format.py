@@ -17,11 +17,14 @@ import json
 import math
 import os
 import pickle
+import random
 import warnings
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from dassl.data.datasets import Datum, DatasetBase
+
+from ...atomic import atomic_write
 
 DATASETS_MD = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 SUBSAMPLE_CHOICES = ("all", "base", "new")
@@ -134,9 +137,8 @@ def load_cache(path: str, keys: Sequence[str], dataset: str) -> Dict:
 
 
 def save_cache(data: Dict, path: str) -> None:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
+    try:  # atomic: parallel runs with the same shots and seed never read a half-written cache
+        with atomic_write(path, "wb") as f:
             pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
     except OSError as err:  # a read-only data folder: the data are still usable, just not cached
         warnings.warn(f"could not write the cache {path}: {err}")
@@ -164,6 +166,19 @@ def fewshot_split(dataset: DatasetBase, cache_dir: str, num_shots: int, seed: in
         print(f"Saving preprocessed few-shot data to {path}")
         save_cache(data, path)
     return data["train"], data.get("val", val)
+
+
+def heldout_fewshot(items: Sequence[Datum], exclude: Sequence[Datum], per_class: int, seed: int) -> List[Datum]:
+    """``per_class`` items per label from ``items`` that are not in ``exclude``, drawn with a private
+    generator seeded by ``seed`` (the global ``random`` state, which Dassl's sampling uses, is left as
+    it is)."""
+    taken = {d.impath for d in exclude}
+    by_label: Dict[int, List[Datum]] = {}
+    for d in items:
+        if d.impath not in taken:
+            by_label.setdefault(d.label, []).append(d)
+    rng = random.Random(seed)
+    return [d for label in sorted(by_label) for d in rng.sample(by_label[label], min(per_class, len(by_label[label])))]
 
 
 def subsample_classes(*splits: List[Datum], subsample: str = "all") -> Tuple[List[Datum], ...]:

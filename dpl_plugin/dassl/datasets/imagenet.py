@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import warnings
 
-from .coop_format import (CoOpDataset, DatasetLayoutError, check_cached, list_dirs, list_files, load_cache,
-                          make_data, read_classnames, save_cache)
+from .coop_format import (CoOpDataset, DatasetLayoutError, check_cached, fewshot_split, heldout_fewshot, list_dirs,
+                          list_files, load_cache, make_data, read_classnames, save_cache, subsample_classes)
 
 CLASSNAMES_ID = "1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF"  # CoOp's classnames.txt on Google Drive
 _CLASSNAMES_LINE = "classnames.txt  ('<wnid> <class name>' per line; the one from imagenet/)"
@@ -43,9 +43,14 @@ class ImageNet(CoOpDataset):
     downloads = {"classnames.txt": CLASSNAMES_ID}
 
     def build(self, cfg):
-        train, _, test = super().build(cfg)
-        # CoOp evaluates ImageNet on its val set and uses that same set as the validation split.
-        return train, test, test
+        train_all, _, test = self.read_data()
+        shots = cfg.DATASET.NUM_SHOTS
+        train, _ = fewshot_split(self, self.split_fewshot_dir, shots, cfg.SEED, train_all)  # CoOp's cache
+        # ImageNet is evaluated on ILSVRC's val set, which CoOp also uses as the validation split. With
+        # few shots, validate on min(shots, 4) other *training* images per class instead, so that
+        # nothing (the length search's alpha in particular) is ever tuned on test images.
+        val = heldout_fewshot(train_all, train, min(shots, 4), cfg.SEED) if shots >= 1 else test
+        return subsample_classes(train, val, test, subsample=cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"))
 
     def read_data(self):
         self.image_dir = os.path.join(self.dataset_dir, "images")
