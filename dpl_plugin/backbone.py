@@ -24,6 +24,8 @@ import torch
 from ._clip import clip_api, clip_model_module
 
 DEFAULT_CACHE = os.path.expanduser("~/.cache/clip")
+# Weights shipped inside this package, usable offline by name (see dpl_plugin/demo).
+BUILTIN_WEIGHTS = {"dpl-demo": os.path.join(os.path.dirname(__file__), "demo", "weights", "demo_clip.pt.gz")}
 PRECISIONS = ("fp32", "fp16", "amp")
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download gives up
 
@@ -108,11 +110,17 @@ def resolve_weights(name_or_path: str, download_root: Optional[str] = None) -> s
     """
     if os.path.isfile(name_or_path):
         return name_or_path
+    if name_or_path in BUILTIN_WEIGHTS:
+        path = BUILTIN_WEIGHTS[name_or_path]
+        if not os.path.isfile(path):
+            raise WeightsNotFoundError(f"the built-in weights '{name_or_path}' should be at {path}, which is "
+                                       f"missing: reinstall dpl-plugin")
+        return path
     if name_or_path not in clip_api._MODELS:
         raise WeightsNotFoundError(
             f"CLIP weights '{name_or_path}' not found: it is neither an existing file nor one of "
-            f"clip's model names {clip_api.available_models()}. Pass a model name or the path to a "
-            f".pt file (TorchScript archive or state dict)."
+            f"clip's model names {clip_api.available_models()} or {sorted(BUILTIN_WEIGHTS)}. Pass a "
+            f"model name or the path to a .pt file (TorchScript archive or state dict)."
         )
     url, target, expected_sha = _cache_path(name_or_path, download_root)
     if os.path.isfile(target):

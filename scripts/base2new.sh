@@ -8,6 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 if [ $# -lt 1 ]; then echo "usage: $0 DATASET [TRAINER]" >&2; exit 1; fi
 DATASET=$1
 TRAINER=${2:-${TRAINER}}
+use_dataset "${DATASET}"
 SHOTS=16
 
 for SEED in ${SEEDS}; do

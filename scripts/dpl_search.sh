@@ -11,6 +11,7 @@ DATASET=$1
 SHOTS=$2
 SEED=${3:-1}
 TRAINER=${4:-${TRAINER}}
+use_dataset "${DATASET}"
 
 DIR=${OUTPUT}/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 dpl_run "${DATASET}" "${DIR}" --seed "${SEED}" TRAINER.DPL.MODE search DATASET.NUM_SHOTS "${SHOTS}"

@@ -12,6 +12,7 @@ DATASET=$1
 SHOTS=$2
 SEED=${3:-1}
 TRAINER=${4:-${TRAINER}}
+use_dataset "${DATASET}"
 shift $(( $# < 4 ? $# : 4 ))
 
 DIR=${OUTPUT}/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}

@@ -12,6 +12,16 @@ OPTS=${DPL_OPTS:-}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+# use_dataset DATASET: per-dataset defaults. The offline demo task needs no downloaded data (it is
+# written under ${REPO}/data from Debian's dataset-fashion-mnist) and its own small backbone config.
+use_dataset() {
+    if [ "$1" = demo ]; then
+        DATA=${DPL_DATA:-${REPO}/data}
+        CFG=${DPL_CFG:-demo}
+        mkdir -p "${DATA}"
+    fi
+}
+
 # dpl_run DATASET OUTPUT_DIR [train.py arguments and KEY VALUE options...]
 dpl_run() {
     local dataset=$1 dir=$2

@@ -8,6 +8,7 @@ if [ $# -lt 1 ]; then echo "usage: $0 DATASET [SHOTS] [TRAINER]" >&2; exit 1; fi
 DATASET=$1
 SHOTS=${2:-16}
 TRAINER=${3:-${TRAINER}}
+use_dataset "${DATASET}"
 
 for SEED in ${SEEDS}; do
     DIR=${OUTPUT}/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}

@@ -80,8 +80,7 @@ def save_split(train, val, test, filepath: str, path_prefix: str) -> None:
     def rows(items):
         return [[os.path.relpath(d.impath, path_prefix).replace(os.sep, "/"), d.label, d.classname] for d in items]
 
-    os.makedirs(os.path.dirname(os.path.abspath(filepath)), exist_ok=True)
-    with open(filepath, "w", encoding="utf-8") as f:
+    with atomic_write(filepath, "w") as f:
         json.dump({"train": rows(train), "val": rows(val), "test": rows(test)}, f, indent=4, separators=(",", ": "))
 
 

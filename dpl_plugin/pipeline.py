@@ -1,0 +1,32 @@
+"""DPL's two stages in plain PyTorch, one call each, for any iterables of ``(images, labels)``.
+
+    result = search_prompt_lengths(clip_model, classnames, train_loader, val_loader, design="maple")
+    model = build_prompted_clip(clip_model, classnames, result.config)
+    train_prompts(model, train_loader, TrainSettings(epochs=40))
+    accuracy = evaluate(model, test_loader)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+from .designs import get_design
+from .optim import build_lr_scheduler, build_sgd
+from .search import BilevelSearch, SearchResult, SearchSettings, build_supernet
+
+
+def search_prompt_lengths(clip_model, classnames: Sequence[str], train_loader: Iterable, val_loader: Iterable,
+                          design: str = "maple", candidates: Iterable[int] = range(7),
+                          settings: Optional[SearchSettings] = None, lr: float = 3.5e-3,
+                          output_dir: Optional[str] = None, provenance: Optional[Dict[str, Any]] = None,
+                          **supernet_kwargs) -> SearchResult:
+    """Stage 1 with the official recipe's optimizers: SGD (momentum 0.9, weight decay 5e-4, one
+    warm-up epoch, cosine) on the candidate prompts, Adam on ``alpha`` (``settings``)."""
+    settings = settings or SearchSettings()
+    supernet = build_supernet(clip_model, classnames, candidates=candidates, **get_design(design).search_space(),
+                              **supernet_kwargs)
+    optimizer = build_sgd(supernet.prompt_learner.prompt_parameters(), lr=lr)
+    scheduler = build_lr_scheduler(optimizer, settings.epochs)
+    info = {"design": design, **(provenance or {})}
+    return BilevelSearch(supernet, train_loader, val_loader, optimizer, scheduler, settings, output_dir,
+                         provenance=info).run()
