@@ -24,15 +24,16 @@ def plot_history(history: AlphaHistory, directory: str, prefix: str = "alpha_") 
         n_epochs, n_layers, n_cand = probs.shape
         cols = min(4, n_layers)
         rows = math.ceil(n_layers / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.2 * rows + 0.6), squeeze=False,
-                                 sharex=True, sharey=True)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1.2, 2.3 * rows + 0.8), squeeze=False,
+                                 sharex=True, sharey=True, layout="constrained")
+        vmax = float(probs.max())  # the data's range: with |C| candidates most values are near 1/|C|
         image = None
         for layer in range(rows * cols):
             ax = axes[layer // cols][layer % cols]
             if layer >= n_layers:
                 ax.axis("off")
                 continue
-            image = ax.imshow(probs[:, layer, :].T, aspect="auto", origin="lower", vmin=0, vmax=1,
+            image = ax.imshow(probs[:, layer, :].T, aspect="auto", origin="lower", vmin=0, vmax=vmax,
                               cmap="viridis", extent=(0.5, n_epochs + 0.5, -0.5, n_cand - 0.5),
                               interpolation="nearest")
             chosen = history.candidates[int(probs[-1, layer].argmax())]
