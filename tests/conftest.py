@@ -32,6 +32,16 @@ def make_clip(vision_width=128, vision_layers=3, text_width=128, text_layers=3, 
     return model
 
 
+def epoch_lrs(optimizer, scheduler, epochs):
+    """The learning rate of each epoch when ``scheduler`` is stepped once per epoch."""
+    out = []
+    for _ in range(epochs):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
 def save_and_load(model, path):
     torch.save(model.state_dict(), path)
     return load_clip(str(path))

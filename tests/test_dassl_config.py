@@ -12,6 +12,7 @@ import torch  # noqa: E402
 from dassl.config import get_cfg_default  # noqa: E402
 from yacs.config import CfgNode as CN  # noqa: E402
 
+from conftest import epoch_lrs  # noqa: E402
 from dpl_plugin import BackboneSpec  # noqa: E402
 from dpl_plugin.dassl import extend_cfg  # noqa: E402
 from dpl_plugin.dassl.config import check_dpl_cfg  # noqa: E402
@@ -85,7 +86,8 @@ SHIPPED = sorted(glob.glob(os.path.join(REPO, "configs", "trainers", "DPL_*", "*
 def test_every_shipped_config_merges_and_validates(path):
     cfg = dpl_cfg(os.path.join(REPO, "configs", "datasets", "caltech101.yaml"), path)
     check_dpl_cfg(cfg)
-    assert tuple(cfg.INPUT.SIZE) == (224, 224) and cfg.MODEL.BACKBONE.NAME == "ViT-B/16"
+    backbone = ((28, 28), "dpl-demo") if path.endswith("demo.yaml") else ((224, 224), "ViT-B/16")
+    assert (tuple(cfg.INPUT.SIZE), cfg.MODEL.BACKBONE.NAME) == backbone
     assert cfg.OPTIM.LR_SCHEDULER == "cosine" and cfg.OPTIM.WARMUP_EPOCH == 1
 
 
@@ -127,15 +129,6 @@ def test_baseline_configs_give_the_published_hand_designs(trainer, config, text,
     assert (hand.text, hand.vision, hand.coupled, hand.insertion) == (text, vision, coupled, "native")
 
 
-def _lrs(optimizer, scheduler, epochs):
-    out = []
-    for _ in range(epochs):
-        out.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return out
-
-
 def test_optimizer_covers_only_the_given_parameters_and_schedules_as_dassl():
     learned, frozen = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
     cfg = dpl_cfg(opts=["OPTIM.NAME", "sgd", "OPTIM.LR", "0.002", "OPTIM.MAX_EPOCH", "10", "OPTIM.LR_SCHEDULER",
@@ -144,10 +137,10 @@ def test_optimizer_covers_only_the_given_parameters_and_schedules_as_dassl():
     assert [p for g in optimizer.param_groups for p in g["params"]] == [learned] and frozen.grad is None
     # Dassl 0.6.3's per-epoch learning rates for this recipe (constant warm-up, WARMUP_RECOUNT=True).
     expected = [1e-5] + [0.002 * (1 + math.cos(math.pi * (e - 1) / 10)) / 2 for e in range(1, 10)]
-    assert _lrs(optimizer, scheduler, 10) == pytest.approx(expected, rel=1e-9)
+    assert epoch_lrs(optimizer, scheduler, 10) == pytest.approx(expected, rel=1e-9)
     # The search stage overrides lr and length.
     optimizer, scheduler = build_optimizer_and_scheduler([learned], cfg.OPTIM, lr=0.0035, max_epoch=4)
-    assert _lrs(optimizer, scheduler, 4)[1] == pytest.approx(0.0035)
+    assert epoch_lrs(optimizer, scheduler, 4)[1] == pytest.approx(0.0035)
 
 
 def test_unsupported_warmup_schedules_fail_clearly_and_plain_ones_use_dassl():

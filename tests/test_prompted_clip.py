@@ -30,6 +30,20 @@ def layer_list(params, layers):
     return [params[str(i)] if str(i) in params else None for i in range(layers)]
 
 
+def check_against_reference(model, clip_model, images, tokens, n_ctx, insertion="native", vision_prompts=None):
+    """The model's logits equal the reference's with the same prompt values."""
+    learner = model.prompt_learner
+    if vision_prompts is None:
+        vision_prompts = layer_list(learner.vision, 3)
+    with torch.no_grad():
+        expected = reference.logits(
+            clip_model,
+            reference.image_features(clip_model, images, vision_prompts, insertion),
+            reference.text_features(clip_model, tokens, n_ctx, layer_list(learner.text, 3), insertion),
+        )
+        close(model(images), expected)
+
+
 @pytest.mark.parametrize("insertion", ["prefix", "native"])
 def test_all_zero_configuration_is_plain_clip(tiny_clip, images, insertion):
     model = build_prompted_clip(tiny_clip, CLASSNAMES, PromptConfig.zeros(3, 3, insertion=insertion))
@@ -84,29 +98,15 @@ def test_deep_native_designs_match_baseline_reference(tiny_clip, images, design)
                           for i in range(3)]
     else:
         vision_prompts = layer_list(learner.vision, 3)
-    tokens = texts("a photo of a {}.")
-    n_ctx = config.text[0]
-    with torch.no_grad():
-        expected = reference.logits(
-            tiny_clip,
-            reference.image_features(tiny_clip, images, vision_prompts),
-            reference.text_features(tiny_clip, tokens, n_ctx, text_prompts),
-        )
-        close(model(images), expected)
+    check_against_reference(model, tiny_clip, images, texts("a photo of a {}."), config.text[0],
+                            vision_prompts=vision_prompts)
 
 
 def test_prefix_insertion_matches_multihead_attention_reference(tiny_clip, images):
     config = PromptConfig(text=[3, 0, 5], vision=[1, 6, 0], insertion="prefix")
     model = build_prompted_clip(tiny_clip, CLASSNAMES, config)
     randomise(model.prompt_learner)
-    learner = model.prompt_learner
-    with torch.no_grad():
-        expected = reference.logits(
-            tiny_clip,
-            reference.image_features(tiny_clip, images, layer_list(learner.vision, 3), "prefix"),
-            reference.text_features(tiny_clip, texts("a photo of a {}."), 0, layer_list(learner.text, 3), "prefix"),
-        )
-        close(model(images), expected)
+    check_against_reference(model, tiny_clip, images, texts("a photo of a {}."), 0, "prefix")
 
 
 def test_native_variable_lengths_move_the_eot_and_mask(tiny_clip, images):
@@ -115,14 +115,7 @@ def test_native_variable_lengths_move_the_eot_and_mask(tiny_clip, images):
     config = PromptConfig(text=[2, 5, 0], vision=[0, 4, 1], insertion="native")
     model = build_prompted_clip(tiny_clip, CLASSNAMES, config)
     randomise(model.prompt_learner)
-    learner = model.prompt_learner
-    with torch.no_grad():
-        expected = reference.logits(
-            tiny_clip,
-            reference.image_features(tiny_clip, images, layer_list(learner.vision, 3)),
-            reference.text_features(tiny_clip, texts("{}.", 2), 2, layer_list(learner.text, 3)),
-        )
-        close(model(images), expected)
+    check_against_reference(model, tiny_clip, images, texts("{}.", 2), 2)
 
 
 @pytest.mark.parametrize("config", [
