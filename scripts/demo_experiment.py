@@ -5,8 +5,8 @@
 
 For every seed and design: the baseline's hand design (native insertion, depths scaled to the
 demo backbone's 4 layers) trained for ``--train-epochs``; and DPL: a length search of
-``--search-epochs`` followed by the same training budget on the searched configuration (prefix
-insertion). Writes ``results.md`` (mean and standard deviation over seeds, and every run),
+``--search-epochs`` followed by the same training budget on the searched configuration, in the
+form it was searched in (prefix) and in the baselines' form (native). Writes ``results.md`` (mean and standard deviation over seeds, and every run),
 ``results.json``, and each search's configuration, alpha history and heatmaps under ``--output``.
 """
 
@@ -45,6 +45,8 @@ def parse_args():
     parser.add_argument("--search-epochs", type=int, default=20)
     parser.add_argument("--train-epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--insertions", nargs="+", default=["prefix", "native"], choices=["prefix", "native"],
+                        help="train the searched configuration in these forms (searched: prefix)")
     parser.add_argument("--output", default="output/demo_experiment")
     return parser.parse_args()
 
@@ -77,11 +79,14 @@ def run_seed(clip_model, args, seed):
             settings=dpl.SearchSettings(epochs=args.search_epochs), lr=args.lr,
             output_dir=os.path.join(args.output, f"{name}_seed{seed}"),
             provenance={"task": f"fashion-mnist/{args.shift}", "shots": args.shots, "seed": seed}).config
-        results[f"{name} + DPL"] = {
-            "accuracy": fit_and_test(clip_model, classnames, searched, train, test_loader, args, seed),
-            "text": searched.text, "vision": searched.vision}
-        print(f"seed {seed} {name}: hand {results[f'{name} (hand design)']['accuracy']:.1f}% | "
-              f"DPL {results[f'{name} + DPL']['accuracy']:.1f}% (text {searched.text}, vision {searched.vision})")
+        for insertion in args.insertions:
+            results[f"{name} + DPL, {insertion}"] = {
+                "accuracy": fit_and_test(clip_model, classnames, searched.with_insertion(insertion), train,
+                                         test_loader, args, seed),
+                "text": searched.text, "vision": searched.vision}
+        print(f"seed {seed} {name}: " + " | ".join(f"{m[len(name) + 1:]} {r['accuracy']:.1f}%" for m, r in
+                                                   results.items() if m.startswith(name + " ")),
+              f"(searched: text {searched.text}, vision {searched.vision})")
     return results
 
 
@@ -98,9 +103,13 @@ def write_table(runs, args, seconds):
                      f"{', '.join(f'{a:.1f}' for a in accs)} |")
     lines += ["", "Configurations (text / vision tokens per layer):", ""]
     for seed in args.seeds:
+        shown = set()
         for method, r in runs[seed].items():
-            if "text" in r:
-                lines.append(f"- seed {seed}, {method}: text {r['text']}, vision {r['vision']}")
+            config = (method.split(" ")[0], method.endswith("design"), tuple(r.get("text", ())))
+            if "text" in r and config not in shown:
+                shown.add(config)
+                label = method if method.endswith("design") else method.split(",")[0]
+                lines.append(f"- seed {seed}, {label}: text {r['text']}, vision {r['vision']}")
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
