@@ -103,12 +103,11 @@ def write_table(runs, args, seconds):
                      f"{', '.join(f'{a:.1f}' for a in accs)} |")
     lines += ["", "Configurations (text / vision tokens per layer):", ""]
     for seed in args.seeds:
-        shown = set()
+        shown = set()  # the prefix and native runs of a design train the same searched configuration
         for method, r in runs[seed].items():
-            config = (method.split(" ")[0], method.endswith("design"), tuple(r.get("text", ())))
-            if "text" in r and config not in shown:
-                shown.add(config)
-                label = method if method.endswith("design") else method.split(",")[0]
+            label = method.split(",")[0]
+            if "text" in r and label not in shown:
+                shown.add(label)
                 lines.append(f"- seed {seed}, {label}: text {r['text']}, vision {r['vision']}")
     os.makedirs(args.output, exist_ok=True)
     with open(os.path.join(args.output, "results.md"), "w") as f:
