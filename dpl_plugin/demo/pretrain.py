@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from .._clip import clip, clip_model_module
 from ..atomic import atomic_write
+from ..backbone import BUILTIN_WEIGHTS
 from .fashion_mnist import CLASSNAMES, SHIFTS, load_fashion_mnist, to_clip_input
 
 # heads = width // 64 in both towers, as clip.model.build_model infers them from a state dict.
@@ -61,7 +62,7 @@ TEMPLATES = [
     "online fashion shop, showing a {}.",
 ]
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
-WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "demo_clip.pt.gz")
+WEIGHTS = BUILTIN_WEIGHTS["dpl-demo"]  # where load_clip("dpl-demo") finds them
 
 
 def build_model(caption_tokens: torch.Tensor) -> "clip_model_module.CLIP":

@@ -13,7 +13,6 @@ API and the Dassl trainers see the same images.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -22,7 +21,6 @@ from torch.utils.data import TensorDataset
 
 from .fashion_mnist import CLASSNAMES, SHIFTS, load_fashion_mnist, to_clip_input
 
-WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "demo_clip.pt.gz")
 RESOLUTION = 28
 DEFAULT_SHIFT = "rot90"
 TEST_SIZE = 2000
