@@ -72,7 +72,7 @@ class PromptedCLIP(nn.Module):
             return cached
         feats = self.text_encoder(self._tokenized(), prompt_set.text, self.prompt_learner.insertion)
         feats = F.normalize(feats, dim=-1)
-        if feats.shape[0] != self.num_classes:  # one feature per (class, template): ensemble them
+        if self.prompts.merge == "features" and self.prompts.num_templates > 1:  # CLIP's ensembling
             feats = F.normalize(feats.view(self.num_classes, self.prompts.num_templates, -1).mean(1), dim=-1)
         if static:
             self._static_text = feats.detach()

@@ -1,7 +1,6 @@
 """The bi-level loop: which loss reaches which parameters, resuming, errors, and what it writes."""
 
 import json
-import os
 
 import pytest
 import torch

@@ -31,6 +31,7 @@ from ..backbone import BackboneSpec
 from ..designs import get_design
 from ..reproducibility import capture_rng_state, restore_rng_state, seed_everything
 from ..search import CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet
+from ..steps import check_finite
 from ..templates import DATASET_TEMPLATES, IMAGENET_TEMPLATES
 from ..text_inputs import DEFAULT_TEMPLATE
 from . import checkpoints
@@ -101,17 +102,17 @@ class DPLTrainer(TrainerX):
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler is not None):
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+        check_finite(loss, "training", f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}",
+                     f"the checkpoints in {osp.join(self.output_dir, MODEL_NAME)} are intact.")
         if self.scaler is not None:
-            with torch.autocast("cuda", dtype=torch.float16):
-                logits = self.model(images)
-                loss = F.cross_entropy(logits, labels)
             self.optim.zero_grad()
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optim)
             self.scaler.update()
         else:
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels)
             self.model_backward_and_update(loss)
         summary = {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item()}
         if (self.batch_idx + 1) == self.num_batches:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
+from ...demo.task import DEFAULT_SHIFT
 from .coop_format import DatasetLayoutError, save_split
 from .split_datasets import SplitFileDataset
 
 
 class Demo(SplitFileDataset):
-    shift = "rot90"  # kept equal to dpl_plugin.demo.task.DEFAULT_SHIFT (checked by the tests)
+    shift = DEFAULT_SHIFT
     dataset_dir = f"dpl_demo_{shift}"
     images = "images"
     split_file = "split_demo.json"
