@@ -22,6 +22,7 @@ from typing import Optional, Union
 import torch
 
 from ._clip import clip_api, clip_model_module
+from .errors import DPLError
 
 DEFAULT_CACHE = os.path.expanduser("~/.cache/clip")
 # Weights shipped inside this package, usable offline by name (see dpl_plugin/demo).
@@ -30,11 +31,11 @@ PRECISIONS = ("fp32", "fp16", "amp")
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download gives up
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(DPLError, FileNotFoundError):
     """CLIP weights are neither on disk nor downloadable."""
 
 
-class CorruptWeightsError(RuntimeError):
+class CorruptWeightsError(DPLError, RuntimeError):
     """A weights file exists but cannot be read as CLIP weights."""
 
 

@@ -13,10 +13,15 @@ from typing import Any, Dict
 import torch
 
 from .atomic import atomic_write
+from .errors import DPLError
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptCheckpointError(DPLError, RuntimeError):
     """A checkpoint file exists but cannot be read."""
+
+
+class CheckpointNotFoundError(DPLError, FileNotFoundError):
+    """A checkpoint that was asked for does not exist; the message lists what does."""
 
 
 def save_checkpoint(obj: Dict[str, Any], path: str) -> str:
@@ -27,7 +32,7 @@ def save_checkpoint(obj: Dict[str, Any], path: str) -> str:
 
 def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:

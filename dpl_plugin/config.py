@@ -20,13 +20,14 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from .atomic import atomic_write
+from .errors import DPLError
 
 INSERTIONS = ("prefix", "native")
 BRANCHES = ("text", "vision")
 _KEYS = ("insertion", "coupled", "max_length", "text", "vision", "provenance")
 
 
-class PromptConfigError(ValueError):
+class PromptConfigError(DPLError, ValueError):
     """A prompt configuration that cannot be used; the message says what to change."""
 
 

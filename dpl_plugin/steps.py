@@ -6,8 +6,10 @@ from typing import Tuple
 
 import torch
 
+from .errors import DPLError
 
-class NonFiniteLossError(FloatingPointError):
+
+class NonFiniteLossError(DPLError, FloatingPointError):
     """A loss became NaN or infinite; the message says where, and what on disk is still good."""
 
 

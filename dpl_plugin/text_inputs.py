@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from ._clip import clip_api
+from .errors import DPLError
 
 _tokenizer = clip_api._tokenizer
 SOT = _tokenizer.encoder["<|startoftext|>"]
@@ -30,7 +31,7 @@ PLACEHOLDER = "X"
 MERGES = ("features", "embeddings")
 
 
-class ContextOverflowError(ValueError):
+class ContextOverflowError(DPLError, ValueError):
     """A class prompt does not fit CLIP's text context."""
 
 

@@ -15,7 +15,7 @@ import os.path as osp
 from typing import Any, Dict, Optional
 
 from ..atomic import atomic_write
-from ..checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointNotFoundError, CorruptCheckpointError, load_checkpoint, save_checkpoint
 
 FORMAT = "dpl-plugin/dassl-v1"
 POINTER = "checkpoint"
@@ -57,7 +57,7 @@ def find(folder: str, epoch: Optional[int] = None) -> str:
             path = latest(folder) or path
     if not osp.isfile(path):
         available = sorted(f for f in os.listdir(folder) if f.startswith("model")) if osp.isdir(folder) else []
-        raise FileNotFoundError(f"Model not found at \"{path}\". Available: {available or 'none'}. "
+        raise CheckpointNotFoundError(f"Model not found at \"{path}\". Available: {available or 'none'}. "
                                 f"Check --model-dir (the run's output folder) and --load-epoch.")
     return path
 

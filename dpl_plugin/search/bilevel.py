@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import PromptConfig
+from ..errors import DPLError
 from ..reproducibility import capture_rng_state, restore_rng_state
 from ..steps import NonFiniteLossError, accuracy, check_finite, default_batch
 from .history import AlphaHistory, derive_config, format_confidence
@@ -38,7 +39,7 @@ HISTORY_FILE = "alpha_history.json"
 CHECKPOINT_FILE = "search_checkpoint.pth"
 
 
-class SearchStateMismatchError(ValueError):
+class SearchStateMismatchError(DPLError, ValueError):
     """A checkpoint belongs to a different search (backbone, branches or candidate set)."""
 
 

@@ -25,12 +25,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from dassl.data.datasets import Datum, DatasetBase
 
 from ...atomic import atomic_write
+from ...errors import DPLError
 
 DATASETS_MD = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(DPLError, FileNotFoundError):
     """A dataset folder, split file or image is missing or malformed. The message says what is
     expected where and how to get it."""
 
