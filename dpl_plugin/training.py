@@ -13,9 +13,9 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .optim import build_lr_scheduler, build_sgd
+from .progress import EpochProgress
 from .steps import accuracy, check_finite, default_batch
 
 logger = logging.getLogger("dpl_plugin.training")
@@ -53,7 +53,7 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
         model.train()
         total = {"loss": 0.0, "acc": 0.0}
         count = 0
-        bar = tqdm(loader, desc=f"train {epoch + 1}/{s.epochs}", leave=False, disable=not progress)
+        bar = EpochProgress(loader, f"train {epoch + 1}/{s.epochs}", epoch + 1, s.epochs, enabled=progress)
         for step, batch in enumerate(bar):
             images, labels = (t.to(device) for t in batch_fn(batch))
             with torch.autocast(device.type, enabled=amp):
@@ -82,7 +82,7 @@ def evaluate(model, loader: Iterable, batch_fn: Callable = default_batch, progre
     model.eval()
     correct = seen = 0
     with model.cached_text_features():
-        for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        for batch in EpochProgress(loader, "evaluate", enabled=progress):
             images, labels = (t.to(device) for t in batch_fn(batch))
             correct += (model(images).argmax(dim=1) == labels).sum().item()
             seen += labels.numel()

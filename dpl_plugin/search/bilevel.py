@@ -21,11 +21,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import PromptConfig
 from ..errors import DPLError
+from ..progress import EpochProgress
 from ..reproducibility import capture_rng_state, restore_rng_state
 from ..steps import NonFiniteLossError, accuracy, check_finite, default_batch
 from .history import AlphaHistory, derive_config, format_confidence
@@ -227,8 +227,8 @@ class BilevelSearch:
         sums = {"train_loss": 0.0, "val_loss": 0.0, "train_acc": 0.0, "val_acc": 0.0}
         count = 0
         total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
-        bar = tqdm(self.train_loader, total=total, desc=f"search {self.epoch + 1}/{self.settings.epochs}",
-                   leave=False, dynamic_ncols=True)
+        bar = EpochProgress(self.train_loader, f"search {self.epoch + 1}/{self.settings.epochs}", self.epoch + 1,
+                            self.settings.epochs, total=total)
         for self.iteration, train_batch in enumerate(bar):
             val_loss, val_logits, val_labels = self._alpha_step(next(self.val_batches), train_batch)
             loss, logits, labels = self._loss(train_batch, "training (prompt step)")
