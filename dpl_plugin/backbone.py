@@ -22,6 +22,7 @@ from typing import Optional, Union
 import torch
 
 from ._clip import clip_api, clip_model_module
+from .weights_check import checksum_problem, state_dict_problem
 from .errors import DPLError
 
 DEFAULT_CACHE = os.path.expanduser("~/.cache/clip")
@@ -154,9 +155,12 @@ def resolve_weights(name_or_path: str, download_root: Optional[str] = None) -> s
         socket.setdefaulttimeout(previous)
 
 
-def _read_state_dict(path: str) -> dict:
+def _read_state_dict(path: str, verify_checksum: bool = True) -> dict:
     with open(path, "rb") as f:
         raw = f.read()
+    problem = checksum_problem(path, raw) if verify_checksum else None
+    if problem:
+        raise CorruptWeightsError(problem)
     if raw[:2] == b"\x1f\x8b":  # gzip: small shipped checkpoints are stored compressed
         try:
             raw = gzip.decompress(raw)
@@ -202,7 +206,10 @@ def load_clip(
         raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
     device = torch.device(device)
     path = resolve_weights(name_or_path, download_root)
-    state_dict = _read_state_dict(path)
+    state_dict = _read_state_dict(path, verify_checksum=name_or_path not in clip_api._MODELS)  # else done
+    problem = state_dict_problem(state_dict, path)  # shapes and values, before build_model trusts them
+    if problem:
+        raise CorruptWeightsError(problem)
     try:
         model = clip_model_module.build_model(state_dict)
     except (KeyError, RuntimeError, AssertionError) as err:

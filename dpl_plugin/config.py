@@ -43,6 +43,7 @@ class PromptConfig:
     provenance: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        _check_types(self)
         self.text = [_as_count(v, "text", i) for i, v in enumerate(self.text)]
         self.vision = [_as_count(v, "vision", i) for i, v in enumerate(self.vision)]
         self.validate()
@@ -204,6 +205,25 @@ _HEADER = (
     "# insertion: prefix = extra keys/values of each layer's attention (DPL);\n"
     "#            native = real sequence tokens replaced layer by layer (CoOp/VPT/IVLP/MaPLe).\n"
 )
+
+
+def _check_types(config: "PromptConfig") -> None:
+    """Wrong types fail here with the key's name, not later as a silent coercion (``max_length:
+    true`` is 1 to Python) or an error deep inside the model."""
+    for branch in BRANCHES:
+        value = getattr(config, branch)
+        if not isinstance(value, (list, tuple)):
+            raise PromptConfigError(f"'{branch}' must be a list of token counts, one per layer (e.g. [2, 0, 0]), "
+                                    f"got {type(value).__name__} {value!r}")
+    if not isinstance(config.insertion, str):
+        raise PromptConfigError(f"'insertion' must be one of {list(INSERTIONS)}, got {config.insertion!r}")
+    if not isinstance(config.coupled, bool):
+        raise PromptConfigError(f"'coupled' must be true or false, got {config.coupled!r}")
+    if config.max_length is not None and (isinstance(config.max_length, bool) or not isinstance(config.max_length, int)):
+        raise PromptConfigError(f"'max_length' must be a whole number of tokens (or left out), got "
+                                f"{type(config.max_length).__name__} {config.max_length!r}")
+    if not isinstance(config.provenance, dict):
+        raise PromptConfigError(f"'provenance' must be a mapping, got {type(config.provenance).__name__}")
 
 
 def _as_count(value, branch: str, layer: int) -> int:

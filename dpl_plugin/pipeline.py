@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 from .designs import get_design
+from .lock import OutputLock
 from .optim import build_lr_scheduler, build_sgd
 from .search import BilevelSearch, SearchResult, SearchSettings, build_supernet
 
@@ -28,5 +29,9 @@ def search_prompt_lengths(clip_model, classnames: Sequence[str], train_loader: I
     optimizer = build_sgd(supernet.prompt_learner.prompt_parameters(), lr=lr)
     scheduler = build_lr_scheduler(optimizer, settings.epochs)
     info = {"design": design, **(provenance or {})}
-    return BilevelSearch(supernet, train_loader, val_loader, optimizer, scheduler, settings, output_dir,
-                         provenance=info).run()
+    search = BilevelSearch(supernet, train_loader, val_loader, optimizer, scheduler, settings, output_dir,
+                           provenance=info)
+    if output_dir is None:
+        return search.run()
+    with OutputLock(output_dir):  # one search per folder: a second would overwrite the checkpoint
+        return search.run()

@@ -13,6 +13,10 @@ class NonFiniteLossError(DPLError, FloatingPointError):
     """A loss became NaN or infinite; the message says where, and what on disk is still good."""
 
 
+class NonFiniteLogitsError(NonFiniteLossError):
+    """An evaluation met NaN or infinite logits (NaN inputs or diverged prompts)."""
+
+
 def default_batch(batch) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` from a tuple/list batch or a Dassl-style dict."""
     if isinstance(batch, dict):
@@ -27,6 +31,16 @@ def check_finite(loss: torch.Tensor, what: str, where: str, saved: str) -> None:
             f"the {what} loss is {loss.item()} at {where}. Nothing was written for this epoch; "
             f"{saved} Lower the learning rate or check the data, then run again to resume."
         )
+
+
+def check_finite_logits(logits: torch.Tensor, where: str) -> None:
+    """An accuracy computed from NaN/inf logits is meaningless (argmax of NaN is arbitrary): refuse it."""
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).any(dim=-1).sum())
+        raise NonFiniteLogitsError(
+            f"the model's logits are NaN or infinite for {bad} of {logits.shape[0]} images at {where}: no accuracy "
+            f"can be computed. Check the images for NaN/inf values and the prompts for divergence (a NaN "
+            f"training loss stops training earlier)")
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

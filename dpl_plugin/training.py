@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .optim import build_lr_scheduler, build_sgd
 from .progress import EpochProgress
-from .steps import accuracy, check_finite, default_batch
+from .steps import accuracy, check_finite, check_finite_logits, default_batch
 
 logger = logging.getLogger("dpl_plugin.training")
 
@@ -68,8 +68,11 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
             total["loss"] += loss.item()
             total["acc"] += accuracy(logits.detach(), labels)
             bar.set_postfix(loss=f"{total['loss'] / count:.3f}")
+        if count == 0:
+            raise ValueError("the training loader yields no batches: nothing was trained (is the dataset empty, "
+                             "or a loader with drop_last=True given fewer images than one batch?)")
         scheduler.step()
-        history.append({k: v / max(count, 1) for k, v in total.items()})
+        history.append({k: v / count for k, v in total.items()})
         logger.info("epoch [%d/%d] loss %.4f acc %.1f%% lr %.3e", epoch + 1, s.epochs, history[-1]["loss"],
                     history[-1]["acc"], optimizer.param_groups[0]["lr"])
     return history
@@ -82,9 +85,11 @@ def evaluate(model, loader: Iterable, batch_fn: Callable = default_batch, progre
     model.eval()
     correct = seen = 0
     with model.cached_text_features():
-        for batch in EpochProgress(loader, "evaluate", enabled=progress):
+        for step, batch in enumerate(EpochProgress(loader, "evaluate", enabled=progress)):
             images, labels = (t.to(device) for t in batch_fn(batch))
-            correct += (model(images).argmax(dim=1) == labels).sum().item()
+            logits = model(images)
+            check_finite_logits(logits, f"evaluation batch {step + 1}")
+            correct += (logits.argmax(dim=1) == labels).sum().item()
             seen += labels.numel()
     if not seen:
         raise ValueError("the evaluation loader yields no batches")

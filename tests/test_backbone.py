@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import io
 
 import pytest
@@ -125,3 +126,72 @@ def test_resnet_backbone_has_no_vision_layers(tmp_path):
     torch.save(make_clip(vision_resnet=True, vision_width=64, embed_dim=64).state_dict(), tmp_path / "rn.pt")
     spec = BackboneSpec.of(load_clip(str(tmp_path / "rn.pt")))
     assert not spec.is_vit and spec.vision_layers == 0 and spec.text_layers == 3
+
+
+# -- files that read but do not hold a usable CLIP ---------------------------------------------------------
+
+def _non_finite_tensors(path):
+    state = torch.load(path, weights_only=True)
+    return [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
+def test_a_file_corrupted_in_place_is_reported_with_the_tensor(tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.save(make_clip().state_dict(), path)
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 4096] = b"\xff" * 4096  # NaN bit patterns, as a damaged disk block might hold
+    path.write_bytes(bytes(raw))
+    damaged = _non_finite_tensors(path)
+    assert len(damaged) == 1  # torch reads the damaged file without complaint
+    with pytest.raises(CorruptWeightsError) as err:
+        load_clip(str(path))
+    assert f"{path}: tensor '{damaged[0]}' holds 1024 NaN or infinite values (of " in str(err.value)
+
+
+@pytest.mark.parametrize("key, rows, message", [
+    ("token_embedding.weight", 49400, "tensor 'token_embedding.weight' has shape (49400, 128), expected (49408, 128)"),
+    ("positional_embedding", 70, "tensor 'positional_embedding' has shape (70, 128), expected (77, 128)"),
+    ("visual.positional_embedding", 16, "tensor 'visual.positional_embedding' has shape (16, 128), expected (17, 128)"),
+    ("transformer.resblocks.1.mlp.c_fc.weight", 500,
+     "tensor 'transformer.resblocks.1.mlp.c_fc.weight' has shape (500, 128), expected (512, 128)"),
+])
+def test_a_state_dict_with_cut_rows_is_reported_with_the_tensor(tmp_path, key, rows, message):
+    state = make_clip().state_dict()
+    state[key] = state[key][:rows].clone()
+    path = tmp_path / "cut.pt"
+    torch.save(state, path)
+    with pytest.raises(CorruptWeightsError) as err:
+        load_clip(str(path))
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert "ViT 3 layers, width 128, patch 8" in str(err.value)  # the architecture read from the file
+
+
+def test_a_missing_tensor_is_named(tmp_path):
+    state = make_clip().state_dict()
+    del state["ln_final.bias"]
+    torch.save(state, tmp_path / "partial.pt")
+    with pytest.raises(CorruptWeightsError, match="tensor 'ln_final.bias' is missing"):
+        load_clip(str(tmp_path / "partial.pt"))
+
+
+def test_a_file_named_like_clips_model_must_have_its_published_sha256(tmp_path):
+    path = tmp_path / "ViT-B-16.pt"
+    torch.save(make_clip().state_dict(), path)  # readable, but not OpenAI's ViT-B/16
+    with pytest.raises(CorruptWeightsError) as err:
+        load_clip(str(path))
+    assert "named like clip's 'ViT-B/16' weights" in str(err.value)
+    assert "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f" in str(err.value)  # clip's URL
+
+
+def test_a_sha256_file_beside_the_weights_is_checked(tmp_path, images):
+    path = tmp_path / "tiny.pt"
+    torch.save(make_clip().state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "tiny.pt.sha256").write_text(f"{digest}  tiny.pt\n")
+    load_clip(str(path))
+    raw = bytearray(path.read_bytes())
+    raw[-100] ^= 1  # one flipped bit
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptWeightsError, match=f"does not match its checksum file {path}.sha256"):
+        load_clip(str(path))

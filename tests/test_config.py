@@ -99,3 +99,30 @@ def test_coupled_configuration_on_unequal_depths():
     PromptConfig(text=[2, 2], vision=[2, 2, 0, 0], coupled=True)
     with pytest.raises(PromptConfigError, match="layer 3 has text 0 and vision 2"):
         PromptConfig(text=[2, 2], vision=[2, 2, 0, 2], coupled=True)
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("max_length: true", "'max_length' must be a whole number of tokens (or left out), got bool True"),
+    ("max_length: 6.0", "'max_length' must be a whole number of tokens (or left out), got float 6.0"),
+    ("max_length: '6'", "'max_length' must be a whole number of tokens (or left out), got str '6'"),
+    ("text: '2, 0, 0'", "'text' must be a list of token counts, one per layer"),
+    ("vision: [0, 0.0, 0]", "vision layer 1: token counts must be non-negative integers, got 0.0"),
+    ("text: [0, true, 0]", "text layer 1: token counts must be non-negative integers, got True"),
+    ("insertion: 1", "'insertion' must be one of ['prefix', 'native'], got 1"),
+    ("provenance: [a, b]", "'provenance' must be a mapping, got list"),
+])
+def test_values_of_the_wrong_type_are_rejected_naming_the_key(tmp_path, yaml_text, message):
+    data = yaml.safe_load("text: [1, 0, 0]\nvision: [0, 0, 0]\n")
+    data.update(yaml.safe_load(yaml_text))
+    path = tmp_path / "typed.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(PromptConfigError) as err:
+        PromptConfig.load(str(path))
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_the_constructor_checks_types_too():
+    with pytest.raises(PromptConfigError, match="'coupled' must be true or false, got 1"):
+        PromptConfig(text=[1, 0], vision=[1, 0], coupled=1)
+    with pytest.raises(PromptConfigError, match="'text' must be a list of token counts"):
+        PromptConfig(text="10", vision=[0, 0])

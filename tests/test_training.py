@@ -41,3 +41,20 @@ def test_all_zero_configuration_has_nothing_to_train(tiny_clip):
     model = build_prompted_clip(tiny_clip, CLASSNAMES, PromptConfig.zeros(3, 3))
     with pytest.raises(ValueError, match="no learnable prompts"):
         train_prompts(model, DataLoader(data(), batch_size=5), progress=False)
+
+
+def test_evaluate_refuses_nan_inputs_instead_of_reporting_an_accuracy(tiny_clip):
+    model = build_prompted_clip(tiny_clip, CLASSNAMES, PromptConfig.coop(4, 3, 3))
+    images, labels = data(10).tensors
+    images[7, 0, 3, 3] = float("nan")  # one pixel of one image in the second batch
+    with pytest.raises(NonFiniteLossError, match="logits are NaN or infinite for 1 of 5 images at evaluation batch 2"):
+        evaluate(model, DataLoader(TensorDataset(images, labels), batch_size=5), progress=False)
+
+
+def test_training_on_an_empty_loader_is_an_error_not_a_loss_of_zero(tiny_clip):
+    model = build_prompted_clip(tiny_clip, CLASSNAMES, PromptConfig.coop(4, 3, 3))
+    empty = DataLoader(TensorDataset(torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.long)), batch_size=5)
+    before = model.prompt_learner.text["0"].clone()
+    with pytest.raises(ValueError, match="training loader yields no batches: nothing was trained"):
+        train_prompts(model, empty, TrainSettings(epochs=2), progress=False)
+    assert torch.equal(model.prompt_learner.text["0"], before)

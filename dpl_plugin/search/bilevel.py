@@ -28,6 +28,7 @@ from ..errors import DPLError
 from ..progress import EpochProgress
 from ..reproducibility import capture_rng_state, restore_rng_state
 from ..steps import NonFiniteLossError, accuracy, check_finite, default_batch
+from .health import check_alpha
 from .history import AlphaHistory, derive_config, format_confidence
 from .plots import plot_history
 from .supernet import SupernetPromptLearner
@@ -258,6 +259,7 @@ class BilevelSearch:
                 self.scheduler.step()
             self.epoch += 1
             self.history.record(self.learner)
+            check_alpha(self.learner, self.alpha_optimizer)
             self._log_epoch(stats)
             if path:
                 save_checkpoint(self.state_dict(), path)
