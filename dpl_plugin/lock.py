@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Dict, Optional
 
+from . import distributed
 from .errors import DPLError
 
 LOCK_FILE = ".dpl.lock"
@@ -42,6 +43,8 @@ class OutputLock:
         self._depth = 0
 
     def acquire(self) -> "OutputLock":
+        if not distributed.is_main():  # several processes of one run: rank 0 writes, rank 0 locks
+            return self
         os.makedirs(self.directory, exist_ok=True)
         key = os.path.realpath(self.path)
         held = _HELD.get(key)

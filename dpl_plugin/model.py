@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .backbone import BackboneSpec
 from .config import PromptConfig
 from .encoders import PromptedImageEncoder, PromptedTextEncoder
@@ -54,10 +55,14 @@ class PromptedCLIP(nn.Module):
     def num_classes(self) -> int:
         return self.prompts.num_classes
 
-    def _tokenized(self) -> TokenizedPrompts:
+    def _tokenized(self, classes: Optional[range] = None) -> TokenizedPrompts:
+        """The class prompts, or those of ``classes`` only (rows are class-major)."""
         p = self.prompts
-        return TokenizedPrompts(self.text_tokens, self.text_eot, p.n_slots, p.num_classes, p.num_templates,
-                                p.overlay_text, p.merge)
+        tokens, eot, count = self.text_tokens, self.text_eot, p.num_classes
+        if classes is not None:
+            rows = slice(classes.start * p.num_templates, classes.stop * p.num_templates)
+            tokens, eot, count = tokens[rows], eot[rows], len(classes)
+        return TokenizedPrompts(tokens, eot, p.n_slots, count, p.num_templates, p.overlay_text, p.merge)
 
     # -- features --------------------------------------------------------------------------------
     def encode_text(self, prompt_set: Optional[PromptSet] = None) -> torch.Tensor:
@@ -70,10 +75,13 @@ class PromptedCLIP(nn.Module):
         cached = self._static_text
         if static and cached is not None and (cached.device, cached.dtype) == (self.text_tokens.device, self.text_encoder.dtype):
             return cached
-        feats = self.text_encoder(self._tokenized(), prompt_set.text, self.prompt_learner.insertion)
+        # With several processes each encodes its share of the classes; the gather keeps gradients.
+        classes = distributed.shard(self.num_classes)
+        feats = self.text_encoder(self._tokenized(classes), prompt_set.text, self.prompt_learner.insertion)
         feats = F.normalize(feats, dim=-1)
         if self.prompts.merge == "features" and self.prompts.num_templates > 1:  # CLIP's ensembling
-            feats = F.normalize(feats.view(self.num_classes, self.prompts.num_templates, -1).mean(1), dim=-1)
+            feats = F.normalize(feats.view(len(classes), self.prompts.num_templates, -1).mean(1), dim=-1)
+        feats = distributed.gather_rows(feats, self.num_classes)
         if static:
             self._static_text = feats.detach()
         if self._caching:
@@ -96,9 +104,12 @@ class PromptedCLIP(nn.Module):
     @contextlib.contextmanager
     def cached_text_features(self):
         """Compute the class text features once for a whole evaluation (they do not depend on the
-        images), instead of once per batch. Use only while the prompts do not change."""
+        images), instead of once per batch. Use only while the prompts do not change. They are
+        computed on entry, so that every process takes part even if its share of the images is empty."""
         self._caching, self._text_cache = True, None
         try:
+            with torch.no_grad():
+                self.encode_text()
             yield self
         finally:
             self._caching, self._text_cache = False, None

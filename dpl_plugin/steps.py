@@ -6,6 +6,7 @@ from typing import Tuple
 
 import torch
 
+from . import distributed
 from .errors import DPLError
 
 
@@ -25,10 +26,12 @@ def default_batch(batch) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def check_finite(loss: torch.Tensor, what: str, where: str, saved: str) -> None:
-    """Stop before a NaN/inf loss poisons the prompts; ``saved`` says what on disk is intact."""
-    if not torch.isfinite(loss):
+    """Stop before a NaN/inf loss poisons the prompts; ``saved`` says what on disk is intact.
+    With several processes all of them decide together, so that all stop."""
+    if not distributed.all_finite(loss):
+        value = loss.item() if not torch.isfinite(loss) else "finite here but not in another process"
         raise NonFiniteLossError(
-            f"the {what} loss is {loss.item()} at {where}. Nothing was written for this epoch; "
+            f"the {what} loss is {value} at {where}. Nothing was written for this epoch; "
             f"{saved} Lower the learning rate or check the data, then run again to resume."
         )
 

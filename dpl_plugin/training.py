@@ -14,11 +14,14 @@ from typing import Callable, Dict, Iterable, List, Optional
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .optim import build_lr_scheduler, build_sgd
 from .progress import EpochProgress
-from .steps import accuracy, check_finite, check_finite_logits, default_batch
+from .sharded_data import set_epoch
+from .steps import NonFiniteLogitsError, NonFiniteLossError, accuracy, check_finite, check_finite_logits, default_batch
 
 logger = logging.getLogger("dpl_plugin.training")
+logger.addFilter(distributed.main_rank_only)
 
 
 @dataclass
@@ -51,9 +54,11 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
     history = []
     for epoch in range(s.epochs):
         model.train()
+        set_epoch(loader, epoch)
         total = {"loss": 0.0, "acc": 0.0}
         count = 0
-        bar = EpochProgress(loader, f"train {epoch + 1}/{s.epochs}", epoch + 1, s.epochs, enabled=progress)
+        bar = EpochProgress(loader, f"train {epoch + 1}/{s.epochs}", epoch + 1, s.epochs,
+                            enabled=progress and distributed.is_main())
         for step, batch in enumerate(bar):
             images, labels = (t.to(device) for t in batch_fn(batch))
             with torch.autocast(device.type, enabled=amp):
@@ -62,6 +67,7 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
             check_finite(loss, "training", f"epoch {epoch + 1}, iteration {step + 1}", "")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            distributed.average_parameter_gradients(params)  # several processes: the mean over ranks
             scaler.step(optimizer)
             scaler.update()
             count += 1
@@ -72,7 +78,7 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
             raise ValueError("the training loader yields no batches: nothing was trained (is the dataset empty, "
                              "or a loader with drop_last=True given fewer images than one batch?)")
         scheduler.step()
-        history.append({k: v / count for k, v in total.items()})
+        history.append(distributed.mean_values({k: v / count for k, v in total.items()}))
         logger.info("epoch [%d/%d] loss %.4f acc %.1f%% lr %.3e", epoch + 1, s.epochs, history[-1]["loss"],
                     history[-1]["acc"], optimizer.param_groups[0]["lr"])
     return history
@@ -80,17 +86,31 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
 
 @torch.no_grad()
 def evaluate(model, loader: Iterable, batch_fn: Callable = default_batch, progress: bool = True) -> float:
-    """Top-1 accuracy (%) on ``loader``, with the class text features computed once."""
+    """Top-1 accuracy (%) on ``loader``, with the class text features computed once.
+
+    With several processes, each evaluates the images its loader yields (its share, e.g. from
+    :func:`dpl_plugin.sharded_data.eval_loader`) and the counts are summed: the same accuracy as one
+    process on all images."""
     device = _device_of(model)
     model.eval()
     correct = seen = 0
+    failure: Optional[NonFiniteLossError] = None
     with model.cached_text_features():
-        for step, batch in enumerate(EpochProgress(loader, "evaluate", enabled=progress)):
-            images, labels = (t.to(device) for t in batch_fn(batch))
-            logits = model(images)
-            check_finite_logits(logits, f"evaluation batch {step + 1}")
-            correct += (logits.argmax(dim=1) == labels).sum().item()
-            seen += labels.numel()
-    if not seen:
+        try:
+            for step, batch in enumerate(EpochProgress(loader, "evaluate",
+                                                       enabled=progress and distributed.is_main())):
+                images, labels = (t.to(device) for t in batch_fn(batch))
+                logits = model(images)
+                check_finite_logits(logits, f"evaluation batch {step + 1}")
+                correct += (logits.argmax(dim=1) == labels).sum().item()
+                seen += labels.numel()
+        except NonFiniteLossError as err:  # raised below on every process, so that none waits for the others
+            failure = err
+    totals = distributed.sum_values({"correct": correct, "seen": seen, "failed": failure is not None})
+    if failure is not None:
+        raise failure
+    if totals["failed"]:
+        raise NonFiniteLogitsError("the evaluation stopped in another process (non-finite logits): see its error")
+    if not totals["seen"]:
         raise ValueError("the evaluation loader yields no batches")
-    return 100.0 * correct / seen
+    return 100.0 * totals["correct"] / totals["seen"]

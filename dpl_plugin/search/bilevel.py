@@ -22,11 +22,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import PromptConfig
 from ..errors import DPLError
 from ..progress import EpochProgress
 from ..reproducibility import capture_rng_state, restore_rng_state
+from ..sharded_data import set_epoch
 from ..steps import NonFiniteLossError, accuracy, check_finite, default_batch
 from .health import check_alpha
 from .history import AlphaHistory, derive_config, format_confidence
@@ -34,6 +36,7 @@ from .plots import plot_history
 from .supernet import SupernetPromptLearner
 
 logger = logging.getLogger("dpl_plugin.search")
+logger.addFilter(distributed.main_rank_only)  # several processes: rank 0 logs
 
 CONFIG_FILE = "searched_config.yaml"
 HISTORY_FILE = "alpha_history.json"
@@ -70,9 +73,12 @@ class CyclingIterator:
         self._iterator = None
         self._pass_rng: Optional[torch.Tensor] = None
         self.position = 0
+        self.passes = 0  # passes started: a distributed sampler's epoch (a new shared shuffle each pass)
 
     def _start_pass(self) -> None:
         self._pass_rng = torch.get_rng_state()
+        set_epoch(self.iterable, self.passes)
+        self.passes += 1
         self._iterator = iter(self.iterable)
         self.position = 0
 
@@ -94,13 +100,15 @@ class CyclingIterator:
         return batch
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"pass_rng": self._pass_rng, "position": self.position}
+        return {"pass_rng": self._pass_rng, "position": self.position, "passes": self.passes}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if state["pass_rng"] is None:
             return
         current = torch.get_rng_state()
         torch.set_rng_state(state["pass_rng"])
+        self.passes = state.get("passes", 1)
+        set_epoch(self.iterable, self.passes - 1)
         self._pass_rng, self._iterator = state["pass_rng"], iter(self.iterable)
         for _ in range(state["position"]):
             next(self._iterator)
@@ -175,7 +183,7 @@ class BilevelSearch:
 
     def _apply(self, loss, params: List[torch.nn.Parameter], optimizer) -> None:
         """Gradients of ``loss`` for ``params`` only, then one optimizer step."""
-        grads = torch.autograd.grad(self.scaler.scale(loss), params, allow_unused=True)
+        grads = _grad(self.scaler.scale(loss), params)
         for param, grad in zip(params, grads):
             param.grad = grad
         self.scaler.step(optimizer)
@@ -195,12 +203,12 @@ class BilevelSearch:
         xi, decay = group["lr"], group.get("weight_decay", 0.0)
         saved = [p.detach().clone() for p in params]
         train_loss, _, _ = self._loss(train_batch, "training (unrolled alpha step)")
-        grads = _zeros_for_none(torch.autograd.grad(train_loss, params, allow_unused=True), params)
+        grads = _zeros_for_none(_grad(train_loss, params), params)
         with torch.no_grad():
             for p, g in zip(params, grads):
                 p.sub_(xi * (g + decay * p))
         val_loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
-        grads = torch.autograd.grad(val_loss, self.arch_params + params, allow_unused=True)
+        grads = _grad(val_loss, self.arch_params + params)
         alpha_grads = _zeros_for_none(grads[: len(self.arch_params)], self.arch_params)
         w_grads = _zeros_for_none(grads[len(self.arch_params):], params)
         eps = 0.01 / (torch.cat([g.flatten() for g in w_grads]).norm() + 1e-12)
@@ -210,7 +218,7 @@ class BilevelSearch:
                 for p, w, g in zip(params, saved, w_grads):
                     p.copy_(w + sign * eps * g)
             loss, _, _ = self._loss(train_batch, "training (unrolled alpha step)")
-            return _zeros_for_none(torch.autograd.grad(loss, self.arch_params, allow_unused=True), self.arch_params)
+            return _zeros_for_none(_grad(loss, self.arch_params), self.arch_params)
 
         plus, minus = alpha_grad_at(1.0), alpha_grad_at(-1.0)
         with torch.no_grad():
@@ -225,11 +233,12 @@ class BilevelSearch:
     # -- epochs ------------------------------------------------------------------------------------
     def _run_epoch(self) -> Dict[str, float]:
         self.model.train()
+        set_epoch(self.train_loader, self.epoch)
         sums = {"train_loss": 0.0, "val_loss": 0.0, "train_acc": 0.0, "val_acc": 0.0}
         count = 0
         total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
         bar = EpochProgress(self.train_loader, f"search {self.epoch + 1}/{self.settings.epochs}", self.epoch + 1,
-                            self.settings.epochs, total=total)
+                            self.settings.epochs, total=total, enabled=distributed.is_main())
         for self.iteration, train_batch in enumerate(bar):
             val_loss, val_logits, val_labels = self._alpha_step(next(self.val_batches), train_batch)
             loss, logits, labels = self._loss(train_batch, "training (prompt step)")
@@ -243,10 +252,11 @@ class BilevelSearch:
             bar.set_postfix(train=f"{sums['train_loss'] / count:.3f}", val=f"{sums['val_loss'] / count:.3f}")
         if count == 0:
             raise ValueError("the training loader yields no batches")
-        return {k: v / count for k, v in sums.items()}
+        return distributed.mean_values({k: v / count for k, v in sums.items()})
 
     def run(self) -> SearchResult:
-        if self.output_dir:
+        writes = bool(self.output_dir) and distributed.is_main()  # several processes: rank 0 writes
+        if writes:
             os.makedirs(self.output_dir, exist_ok=True)
         path = os.path.join(self.output_dir, CHECKPOINT_FILE) if self.output_dir else None
         if path and self.settings.resume and os.path.isfile(path):
@@ -262,8 +272,10 @@ class BilevelSearch:
             check_alpha(self.learner, self.alpha_optimizer)
             self._log_epoch(stats)
             if path:
-                save_checkpoint(self.state_dict(), path)
-                self._write_reports(final=False)
+                state = self.state_dict()  # on every process: it gathers each one's random state
+                if writes:
+                    save_checkpoint(state, path)
+                    self._write_reports(final=False)
             patience = self.settings.early_stop_patience
             if patience > 0 and self.history.stable_for(patience):
                 logger.info("Every layer's choice has held for %d epochs: stopping after epoch %d", patience, self.epoch)
@@ -290,7 +302,7 @@ class BilevelSearch:
         return derive_config(self.learner, self.history, self.provenance)
 
     def _finish(self) -> SearchResult:
-        files = self._write_reports(final=True) if self.output_dir else {}
+        files = self._write_reports(final=True) if self.output_dir and distributed.is_main() else {}
         if self.history.epochs:
             logger.info("Searched configuration (per-layer confidence):\n%s", format_confidence(self.history))
         return SearchResult(self.config(), self.history, self.output_dir, self.epoch, files)
@@ -311,8 +323,8 @@ class BilevelSearch:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "history": self.history.to_dict(),
-            "val_batches": self.val_batches.state_dict(),
-            "rng": capture_rng_state(),
+            "val_batches": distributed.per_rank(self.val_batches.state_dict()),
+            "rng": distributed.per_rank(capture_rng_state()),
             "settings": asdict(self.settings),
         }
 
@@ -333,8 +345,15 @@ class BilevelSearch:
         self.scaler.load_state_dict(state["scaler"])
         self.history = AlphaHistory.from_dict(state["history"])
         self.epoch = state["epoch"]
-        self.val_batches.load_state_dict(state["val_batches"])  # replays RNG: restore RNG after it
-        restore_rng_state(state["rng"])
+        self.val_batches.load_state_dict(distributed.own(state["val_batches"]))  # replays RNG: restore RNG after it
+        restore_rng_state(distributed.own(state["rng"]))
+
+
+def _grad(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+    """Gradients of ``loss`` for ``params`` (None where unused), averaged over processes: each
+    process's loss is the mean over its share of the batch, so the average is the gradient of the
+    mean over the whole batch (autograd.grad bypasses DistributedDataParallel: reduce here)."""
+    return distributed.average_gradients(torch.autograd.grad(loss, params, allow_unused=True))
 
 
 def _zeros_for_none(grads: Sequence[Optional[torch.Tensor]], params) -> List[torch.Tensor]:
