@@ -7,17 +7,25 @@
 
 Config order as in CoOp: Dassl defaults -> extend_cfg -> dataset config -> method config ->
 command-line arguments -> trailing ``KEY VALUE`` options.
+
+An expected error (an unknown option, missing data or weights, a checkpoint that does not match, a
+NaN loss) ends the run with one message and exit code 1 (``--debug`` or ``DPL_DEBUG=1`` adds the
+traceback); Ctrl-C ends it with exit code 130, and the same command resumes it.
 """
 
 import argparse
+import sys
 
 import torch
 
+from dpl_plugin import cli
 from dpl_plugin.dassl import extend_cfg  # first: says how to install Dassl if it is missing
 from dpl_plugin.dassl.datasets import register_datasets
+from dpl_plugin.dassl.options import check_registered, merge_file, merge_options
 
 from dassl.config import get_cfg_default
-from dassl.engine import build_trainer
+from dassl.data.datasets import DATASET_REGISTRY
+from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
 import trainers.dpl_coop  # noqa: F401  (each import registers its trainer)
@@ -65,11 +73,14 @@ def setup_cfg(args):
     cfg = get_cfg_default()
     extend_cfg(cfg)
     if args.dataset_config_file:
-        cfg.merge_from_file(args.dataset_config_file)
+        merge_file(cfg, args.dataset_config_file, "--dataset-config-file")
     if args.config_file:
-        cfg.merge_from_file(args.config_file)
+        merge_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
-    cfg.merge_from_list(args.opts)
+    merge_options(cfg, args.opts)  # yacs's errors as messages that name the closest valid key
+    check_registered(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names(), "trainer", "--trainer")
+    check_registered(cfg.DATASET.NAME, DATASET_REGISTRY.registered_names(), "dataset",
+                     "DATASET.NAME (from --dataset-config-file)")
     cfg.freeze()
     return cfg
 
@@ -118,10 +129,13 @@ def build_parser():
     parser.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an expected error (or set {cli.DEBUG_ENV}=1)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="modify config options using the command-line")
     return parser
 
 
 if __name__ == "__main__":
-    main(build_parser().parse_args())
+    args = build_parser().parse_args()
+    sys.exit(cli.run(lambda: main(args), debug=args.debug))

@@ -9,6 +9,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from dpl_plugin.dassl import extend_cfg as extend_dpl_cfg  # noqa: F401  (for the fork's train.py)
 from dpl_plugin.dassl.trainer import DPLTrainer
+from dpl_plugin.errors import OptionError
 
 
 @TRAINER_REGISTRY.register()
@@ -18,8 +19,8 @@ class DPL_CoOp(DPLTrainer):
     def baseline_settings(self, cfg):
         node = cfg.TRAINER.COOP
         if node.CSC or node.CLASS_TOKEN_POSITION != "end":
-            raise ValueError("DPL_CoOp supports CoOp's generic context with the class token at the end: "
-                             "set TRAINER.COOP.CSC False and TRAINER.COOP.CLASS_TOKEN_POSITION end")
+            raise OptionError("DPL_CoOp supports CoOp's generic context with the class token at the end: "
+                              "set TRAINER.COOP.CSC False and TRAINER.COOP.CLASS_TOKEN_POSITION end")
         ctx_init = node.CTX_INIT.replace("_", " ").strip()
         n_ctx = len(ctx_init.split(" ")) if ctx_init else node.N_CTX  # CoOp: one token per init word
         return {"n_ctx": n_ctx}, ctx_init

@@ -10,9 +10,8 @@ except ModuleNotFoundError as err:
     if err.name != "dassl":
         raise
     raise ImportError(
-        "dpl_plugin.dassl needs Dassl, which is not on PyPI. Install it from source: "
-        "git clone https://github.com/KaiyangZhou/Dassl.pytorch && "
-        "pip install --no-build-isolation -e Dassl.pytorch"
+        "dpl_plugin.dassl needs Dassl, which is not on PyPI: run `bash scripts/install_dassl.sh` in the "
+        "dpl-plugin repository (it installs KaiyangZhou/Dassl.pytorch at the tested commit)"
     ) from err
 
 from .config import extend_cfg  # noqa: E402

@@ -25,7 +25,11 @@ keep their values, and calling ``extend_cfg`` twice changes nothing.
 
 from __future__ import annotations
 
+import os
+
 from yacs.config import CfgNode as CN
+
+from ..errors import OptionError
 
 MODES = ("dpl", "search", "train", "baseline")
 PRECISIONS = ("fp32", "fp16", "amp")
@@ -95,14 +99,47 @@ def check_dpl_cfg(cfg: CN) -> None:
                                 ("INSERTION", dpl.INSERTION, INSERTIONS), ("TEXT", dpl.TEXT, TEXTS),
                                 ("SEARCH.TEXT", dpl.SEARCH.TEXT, TEXTS)):
         if value not in allowed:
-            raise ValueError(f"TRAINER.DPL.{key} must be one of {list(allowed)}, got '{value}'")
+            raise OptionError(f"TRAINER.DPL.{key} must be one of {list(allowed)}, got '{value}'")
     if dpl.MODE == "train" and not dpl.CONFIG_FILE:
-        raise ValueError("TRAINER.DPL.MODE train needs TRAINER.DPL.CONFIG_FILE (a searched prompt configuration); "
-                         "use MODE dpl to search first")
+        raise OptionError("TRAINER.DPL.MODE train needs TRAINER.DPL.CONFIG_FILE (a searched prompt configuration); "
+                          "use MODE dpl to search first")
     if dpl.MODE == "baseline" and dpl.CONFIG_FILE:
-        raise ValueError("TRAINER.DPL.MODE baseline trains the hand design and ignores TRAINER.DPL.CONFIG_FILE; "
-                         "use MODE train (or dpl) to train that configuration")
+        raise OptionError("TRAINER.DPL.MODE baseline trains the hand design and ignores TRAINER.DPL.CONFIG_FILE; "
+                          "use MODE train (or dpl) to train that configuration")
     candidates = sorted(set(int(c) for c in dpl.CANDIDATES))
     if len(candidates) < 2 or candidates[0] != 0:
-        raise ValueError(f"TRAINER.DPL.CANDIDATES must include 0 and at least one positive length, "
-                         f"got {list(dpl.CANDIDATES)}")
+        raise OptionError(f"TRAINER.DPL.CANDIDATES must include 0 and at least one positive length, "
+                          f"got {list(dpl.CANDIDATES)}")
+
+
+def require_dpl_keys(cfg: CN, trainer: type) -> None:
+    """A fork's train.py that never called ``extend_dpl_cfg(cfg)`` has no ``TRAINER.DPL`` node: say
+    which lines to add (the config files' TRAINER.DPL keys would have failed before; a baseline's
+    config file gets this far)."""
+    if "DPL" in cfg.TRAINER:
+        return
+    module = trainer.__module__
+    raise OptionError(f"{trainer.__name__} needs the TRAINER.DPL config keys: in your train.py, add "
+                      f"`extend_dpl_cfg(cfg)` after `extend_cfg(cfg)` in setup_cfg() "
+                      f"(and `from {module} import extend_dpl_cfg` with the other imports)")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (a cluster job's share, not the whole node's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
+def fit_workers_to_cpus(cfg: CN) -> None:
+    """More data-loading workers than CPUs only add processes that compete for them: use as many as
+    there are CPUs, and say so once."""
+    workers, cpus = cfg.DATALOADER.NUM_WORKERS, available_cpus()
+    if workers <= cpus:
+        return
+    print(f"DATALOADER.NUM_WORKERS {workers} is more than the {cpus} CPUs available: using {cpus}")
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.DATALOADER.NUM_WORKERS = cpus
+    if frozen:
+        cfg.freeze()

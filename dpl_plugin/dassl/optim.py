@@ -14,6 +14,7 @@ import torch
 from dassl.optim import build_lr_scheduler as dassl_lr_scheduler
 from dassl.optim import build_optimizer
 
+from ..errors import OptionError
 from ..optim import build_lr_scheduler as warmup_cosine_scheduler
 
 
@@ -21,14 +22,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, optim_cfg):
     warmup = optim_cfg.WARMUP_EPOCH
     if optim_cfg.LR_SCHEDULER == "cosine":
         if warmup > 0 and not optim_cfg.WARMUP_RECOUNT:
-            raise ValueError("OPTIM.WARMUP_RECOUNT False is not supported: every CoOp-family recipe counts the "
-                             "cosine period from the end of the warm-up (WARMUP_RECOUNT True)")
+            raise OptionError("OPTIM.WARMUP_RECOUNT False is not supported: every CoOp-family recipe counts the "
+                              "cosine period from the end of the warm-up (WARMUP_RECOUNT True)")
         warmup_lr = optim_cfg.WARMUP_CONS_LR if optim_cfg.WARMUP_TYPE == "constant" else optim_cfg.WARMUP_MIN_LR
         return warmup_cosine_scheduler(optimizer, optim_cfg.MAX_EPOCH, max(warmup, 0), optim_cfg.WARMUP_TYPE,
                                        warmup_lr)
     if warmup > 0:
-        raise ValueError(f"a warm-up with OPTIM.LR_SCHEDULER '{optim_cfg.LR_SCHEDULER}' is not supported (Dassl's "
-                         f"warm-up schedulers fail on current PyTorch): use LR_SCHEDULER cosine, or WARMUP_EPOCH 0")
+        raise OptionError(f"a warm-up with OPTIM.LR_SCHEDULER '{optim_cfg.LR_SCHEDULER}' is not supported (Dassl's "
+                          f"warm-up schedulers fail on current PyTorch): use LR_SCHEDULER cosine, or WARMUP_EPOCH 0")
     return dassl_lr_scheduler(optimizer, optim_cfg)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dassl.data.data_manager import build_data_loader
 from dassl.data.transforms import build_transform
 
+from ..errors import OptionError
+
 
 def search_loaders(cfg, dataset, batch_size: int, val_batch_size: int):
     """Training batches (train transforms) and a *shuffled* validation loader (test transforms).
@@ -14,7 +16,7 @@ def search_loaders(cfg, dataset, batch_size: int, val_batch_size: int):
     batch (the official code's defect, METHOD.md section 5).
     """
     if not dataset.val:
-        raise ValueError(
+        raise OptionError(
             f"the length search tunes alpha on the validation split, but {cfg.DATASET.NAME} has none. Use a "
             f"dataset reader that provides one (CoOp's readers keep min(shots, 4) images per class), or skip "
             f"the search: TRAINER.DPL.MODE baseline, or MODE train with TRAINER.DPL.CONFIG_FILE")

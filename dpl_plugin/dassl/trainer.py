@@ -28,14 +28,16 @@ from dassl.metrics import compute_accuracy
 
 from .. import PromptConfig, PromptConfigError, build_prompted_clip, load_clip
 from ..backbone import BackboneSpec
+from ..checkpoint import CorruptCheckpointError
 from ..designs import get_design
+from ..errors import OptionError
 from ..reproducibility import capture_rng_state, restore_rng_state, seed_everything
 from ..search import CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet
 from ..steps import check_finite
 from ..templates import DATASET_TEMPLATES, IMAGENET_TEMPLATES
 from ..text_inputs import DEFAULT_TEMPLATE
 from . import checkpoints
-from .config import check_dpl_cfg
+from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
 from .optim import build_optimizer_and_scheduler
 from .search_data import search_loaders
 
@@ -57,7 +59,9 @@ class DPLTrainer(TrainerX):
 
     # -- Dassl hooks -------------------------------------------------------------------------------
     def check_cfg(self, cfg):
+        require_dpl_keys(cfg, type(self))
         check_dpl_cfg(cfg)
+        fit_workers_to_cpus(cfg)
 
     def build_model(self):
         cfg = self.cfg
@@ -72,8 +76,8 @@ class DPLTrainer(TrainerX):
         self.backbone = BackboneSpec.of(self.clip_model, name=cfg.MODEL.BACKBONE.NAME)
         size, resolution = tuple(cfg.INPUT.SIZE), self.backbone.image_resolution
         if size != (resolution, resolution):
-            raise ValueError(f"INPUT.SIZE is {size}, but the CLIP backbone {cfg.MODEL.BACKBONE.NAME} takes "
-                             f"{resolution}x{resolution} images: set INPUT.SIZE ({resolution}, {resolution})")
+            raise OptionError(f"INPUT.SIZE is {size}, but the CLIP backbone {cfg.MODEL.BACKBONE.NAME} takes "
+                              f"{resolution}x{resolution} images: set INPUT.SIZE ({resolution}, {resolution})")
         self.classnames = list(self.dm.dataset.classnames)
         self.baseline_kwargs, self.ctx_init = self.baseline_settings(cfg)
         self.model = self.optim = self.sched = self.scaler = None
@@ -106,7 +110,7 @@ class DPLTrainer(TrainerX):
             logits = self.model(images)
             loss = F.cross_entropy(logits, labels)
         check_finite(loss, "training", f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}",
-                     f"the checkpoints in {osp.join(self.output_dir, MODEL_NAME)} are intact.")
+                     self._saved_checkpoints())
         if self.scaler is not None:
             self.optim.zero_grad()
             self.scaler.scale(loss).backward()
@@ -124,12 +128,22 @@ class DPLTrainer(TrainerX):
 
     def test(self, split=None):
         if self.model is None:
-            raise RuntimeError("there is no model to evaluate: this run has no prompt configuration yet. Pass "
-                               "--model-dir (a trained run's output folder), or train first")
+            raise OptionError("there is no model to evaluate: this run has no prompt configuration yet. Pass "
+                              "--model-dir (a trained run's output folder), or train first")
         with self.model.cached_text_features():  # class text features once, not once per batch
             return super().test(split)
 
     # -- checkpoints -------------------------------------------------------------------------------
+    def _saved_checkpoints(self) -> str:
+        """What a run stopped now leaves to resume from, for error messages: only files that exist."""
+        try:
+            path = checkpoints.latest(osp.join(self.output_dir, MODEL_NAME))
+        except CorruptCheckpointError:
+            path = None
+        if path is None:
+            return "no training checkpoint has been written yet."
+        return f"the latest training checkpoint, {path}, is intact."
+
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         if self.model is None:
             return
@@ -177,8 +191,8 @@ class DPLTrainer(TrainerX):
         path = checkpoints.find(osp.join(directory, MODEL_NAME), epoch)
         state = checkpoints.read(path)  # on CPU: RNG states must stay there; load_state_dict moves the rest
         if state["design"] != self.design.name:
-            raise ValueError(f"{path} was trained with the {state['design']} design; evaluate it with that "
-                             f"design's trainer, not {self.cfg.TRAINER.NAME}")
+            raise OptionError(f"{path} was trained with the {state['design']} design; evaluate it with that "
+                              f"design's trainer, not {self.cfg.TRAINER.NAME}")
         config = PromptConfig.from_dict(state["prompt_config"], source=path)
         if self.prompt_config is None or _structure(config.to_dict()) != _structure(self.prompt_config.to_dict()):
             self._install(config)
@@ -292,8 +306,8 @@ class DPLTrainer(TrainerX):
         if text == "custom":
             name = self.cfg.DATASET.NAME
             if name not in DATASET_TEMPLATES:
-                raise ValueError(f"TRAINER.DPL.TEXT custom: no hand-written prompt for dataset '{name}'; known: "
-                                 f"{sorted(DATASET_TEMPLATES)}. Use TEXT default or ensemble")
+                raise OptionError(f"TRAINER.DPL.TEXT custom: no hand-written prompt for dataset '{name}'; known: "
+                                  f"{sorted(DATASET_TEMPLATES)}. Use TEXT default or ensemble")
             return [DATASET_TEMPLATES[name]], "features"
         return None, "features"
 

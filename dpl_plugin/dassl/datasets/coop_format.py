@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from dassl.data.datasets import Datum, DatasetBase
 
 from ...atomic import atomic_write
-from ...errors import DPLError
+from ...errors import DPLError, OptionError
 
 DATASETS_MD = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 SUBSAMPLE_CHOICES = ("all", "base", "new")
@@ -185,7 +185,7 @@ def subsample_classes(*splits: List[Datum], subsample: str = "all") -> Tuple[Lis
     """Keep the base (first half, rounded up, of the sorted labels of ``splits[0]``) or new (second
     half) classes in every split, relabelled from 0 in the same order; "all" keeps everything."""
     if subsample not in SUBSAMPLE_CHOICES:
-        raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {subsample!r}")
+        raise OptionError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {subsample!r}")
     if subsample == "all":
         return splits
     labels = sorted({item.label for item in splits[0]})

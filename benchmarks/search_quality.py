@@ -1,0 +1,656 @@
+"""Search quality: is the searched configuration better than random ones from the same space?
+
+The sanity check the neural-architecture-search literature asks of every search method, on the
+demo task (few-shot Fashion-MNIST rotated by 90 degrees, ``dpl-demo`` CLIP). Per design and seed,
+at equal train-stage budget (the same epochs, batch size and batches for every configuration):
+
+* zero-shot CLIP; the design's hand design (depths scaled to the backbone: ``round(9/12 * layers)``
+  for IVLP and MaPLe, every layer for VPT, 16 input tokens for CoOp);
+* the searched configuration (one search per ``--presets`` entry);
+* ``--random`` configurations drawn uniformly from the same search space, and the all-maximum one;
+* the searched configuration under each initialisation (``--searched-inits``): random (normal
+  0.02), template, and the supernet's own prompts (``inherit_prompts``, in the supernet's prefix form).
+
+Every configuration gets the same insertion form (``--insertion``) and initialisation rule,
+``template`` (text input tokens from the word embeddings of "a photo of a" where the input length
+allows, as MaPLe and IVLP do; everything else normal 0.02), and a learning rate chosen from
+``--lrs`` on the validation split (never the test split): each row's test accuracy is that of the
+chosen learning rate, and only that one is evaluated on the test split.
+
+Prints per design: mean ± 95% t-interval over seeds, the searched configuration's rank among the
+random ones, per-layer confidence, search time and the discretisation gap (supernet validation
+accuracy against the trained configuration's); writes ``results.json``, ``results.md`` and ``search_quality.png`` (test accuracy against prompt tokens).
+
+Resumable: every finished training is cached in ``cache.json`` under ``--output``; a killed run
+continues where it stopped.
+
+    python benchmarks/search_quality.py --quick              # all designs, 1 seed, minutes
+    python benchmarks/search_quality.py --designs maple      # one design, seeds 1-5
+    python benchmarks/search_quality.py --presets paper robust
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import io
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+import dpl_plugin as dpl  # noqa: E402
+from dpl_plugin.atomic import atomic_write  # noqa: E402
+from dpl_plugin.pipeline import search_prompt_lengths  # noqa: E402
+from dpl_plugin.reproducibility import seed_everything  # noqa: E402
+from dpl_plugin.search import SearchResult  # noqa: E402
+from dpl_plugin.search.discretize import confidence_summary  # noqa: E402
+from dpl_plugin.search.space import SearchSpace  # noqa: E402
+from dpl_plugin.text_inputs import bpe  # noqa: E402
+from dpl_plugin.training import TrainSettings, train_prompts  # noqa: E402
+from parse_results import interval  # noqa: E402
+
+try:  # one run per output folder (dpl_plugin.lock); without it, runs go unlocked
+    from dpl_plugin.lock import OutputLock
+except ImportError:
+    OutputLock = contextlib.nullcontext
+try:  # TRAIN.INIT searched (issue 9, item 5); the inherited rows are left out where it is missing
+    from dpl_plugin.search.inherit import inherit_prompts
+except ImportError:
+    inherit_prompts = None
+_RESULT_FIELDS = {f.name for f in dataclasses.fields(SearchResult)}
+INHERITANCE = inherit_prompts is not None and "supernet" in _RESULT_FIELDS  # needs the searched supernet
+PRESETS = "preset" in {f.name for f in dataclasses.fields(dpl.SearchSettings)}  # search presets (item 3)
+# text_init="template" in either insertion form (issue 9, item 5); before it, native form only (ctx_init)
+TEMPLATE_ANY_FORM = hasattr(importlib.import_module("dpl_plugin.model"), "template_plan")
+
+DESIGNS = ("coop", "vpt", "ivlp", "maple")
+TEMPLATE = "a photo of a"  # the hand designs' text initialisation (MaPLe, IVLP)
+CONFIDENT = 0.6  # top probability from which a searched layer counts as decided
+INITS = ("random", "template", "searched")
+CACHE_FORMAT = "dpl-plugin/search-quality-cache-v1"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The benchmark's budget; every configuration of a design and seed trains under the same one."""
+
+    shots: int = 16
+    train_epochs: int = 6  # 16 shots: 40 steps per epoch, the first epoch warm-up (the CoOp recipe)
+    search_epochs: int = 20
+    batch_size: int = 4
+    val_batch_size: int = 16  # the search's alpha batches
+    lrs: Tuple[float, ...] = (0.002, 0.006, 0.02)
+    search_lr: float = 0.02
+    random: int = 8
+    insertion: str = "native"
+    presets: Tuple[str, ...] = ("paper",)
+    candidates: Tuple[int, ...] = tuple(range(7))
+    searched_inits: Tuple[str, ...] = INITS  # extra rows: the searched configuration under each
+
+
+@dataclass
+class Task:
+    """One seed's data. ``name`` identifies the images in cache keys (change it when they change)."""
+
+    name: str
+    classnames: List[str]
+    train: object
+    val: object
+    test: object
+
+
+# -- configurations ----------------------------------------------------------------------------------
+def hand_design(design: str, spec: dpl.BackboneSpec) -> dpl.PromptConfig:
+    """The published hand design, depths scaled from ViT-B/16's 12 layers to the backbone's."""
+    def scaled(layers):
+        return max(1, round(9 / 12 * layers))
+    kwargs = {"coop": dict(n_ctx=16), "vpt": dict(n_ctx=8, depth=spec.vision_layers),
+              "ivlp": dict(n_text=2, n_vision=2, depth_text=scaled(spec.text_layers),
+                           depth_vision=scaled(spec.vision_layers)),
+              "maple": dict(n_ctx=2, depth=scaled(min(spec.text_layers, spec.vision_layers)))}[design]
+    return dpl.get_design(design).baseline_config(spec, **kwargs)
+
+
+def random_configs(space: SearchSpace, design: str, seed: int, count: int) -> List[dpl.PromptConfig]:
+    """The first ``count`` uniform draws of a generator fixed by (design, seed): raising ``--random``
+    keeps the configurations already trained."""
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{design}/{seed}".encode()))
+    return [space.sample(generator) for _ in range(count)]
+
+
+def effective_init(config: dpl.PromptConfig, init: str) -> str:
+    """``template`` only where it changes something: text input tokens that "a photo of a" has
+    enough words for (otherwise the rule falls back to random, as in MaPLe and IVLP)."""
+    if init != "template":
+        return init
+    fits = 0 < config.input_length("text") <= len(bpe(TEMPLATE))
+    return "template" if fits and (config.insertion == "native" or TEMPLATE_ANY_FORM) else "random"
+
+
+def init_kwargs(init: str) -> dict:
+    """``build_prompted_clip`` arguments of an initialisation (``searched`` starts random, then inherits)."""
+    if init != "template":
+        return {}
+    return {"text_init": "template"} if TEMPLATE_ANY_FORM else {"ctx_init": TEMPLATE}
+
+
+def init_form(init: str, insertion: str) -> str:
+    """The insertion form a searched configuration is trained in under ``init``: the benchmark's,
+    but the supernet's own (prefix) for inherited prompts and native where only it has template slots."""
+    if init == "searched":
+        return "prefix"
+    return "native" if init == "template" and not TEMPLATE_ANY_FORM else insertion
+
+
+def tokens(config: dpl.PromptConfig) -> int:
+    return sum(config.text) + sum(config.vision)
+
+
+def config_dict(config: dpl.PromptConfig) -> dict:
+    return {"text": list(config.text), "vision": list(config.vision), "insertion": config.insertion,
+            "coupled": config.coupled}
+
+
+# -- cache -------------------------------------------------------------------------------------------
+class ResultCache:
+    """Finished results keyed by everything that determines them; written atomically after each."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.entries: Dict[str, dict] = {}
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    data = json.load(f)
+            except json.JSONDecodeError as err:
+                raise SystemExit(f"{path} is not valid JSON ({err}); move it away to start over") from None
+            if data.get("format") != CACHE_FORMAT:
+                raise SystemExit(f"{path} is not a search-quality cache ({CACHE_FORMAT}); use another --output")
+            self.entries = data["entries"]
+
+    @staticmethod
+    def key(identity: dict) -> str:
+        return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+    def get(self, identity: dict) -> Optional[dict]:
+        entry = self.entries.get(self.key(identity))
+        return entry["result"] if entry else None
+
+    def put(self, identity: dict, result: dict) -> dict:
+        self.entries[self.key(identity)] = {"identity": identity, "result": result}
+        with atomic_write(self.path, "w") as f:
+            json.dump({"format": CACHE_FORMAT, "entries": self.entries}, f, indent=0)
+        return result
+
+
+def fingerprint(clip_model) -> str:
+    """A short hash of the backbone's weights: results of another backbone are other results."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(clip_model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+@torch.no_grad()
+def scores(model, dataset, batch_size: int = 500) -> Tuple[float, float]:
+    """Accuracy (%) and mean cross-entropy: the loss breaks accuracy ties on a small validation split."""
+    model.eval()
+    correct, loss, seen = 0, 0.0, 0
+    with model.cached_text_features():
+        for images, labels in DataLoader(dataset, batch_size=batch_size):
+            logits = model(images.to(model.logit_scale.device)).cpu()
+            correct += (logits.argmax(dim=1) == labels).sum().item()
+            loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            seen += labels.numel()
+    return 100.0 * correct / seen, loss / seen
+
+
+def choose_lr(per_lr: Dict[str, dict]) -> str:
+    """Best validation accuracy, then lowest validation loss, then the smallest learning rate."""
+    def order(lr):
+        return per_lr[lr]["val_acc"], -per_lr[lr]["val_loss"], -float(lr) if lr not in ("-", "None") else 0.0
+    return max(per_lr, key=order)
+
+
+def confidence(history, threshold: float = CONFIDENT) -> Dict[str, List[int]]:
+    """Per alpha table: [layers with top probability >= threshold, searched layers]."""
+    summary = confidence_summary(history, threshold)
+    return {key: [summary.decided[key], summary.layers[key]] for key in summary.layers}
+
+
+class SearchQuality:
+    """Runs (or reads from the cache) every training of one design and seed."""
+
+    def __init__(self, clip_model, settings: Settings, output: str, log: Callable[[str], None] = print):
+        self.clip, self.settings, self.output, self.log = clip_model, settings, output, log
+        self.spec = dpl.BackboneSpec.of(clip_model)
+        self.backbone = fingerprint(clip_model)
+        self.cache = ResultCache(os.path.join(output, "cache.json"))
+        self.trained = 0  # trainings and searches run by this process (the rest came from the cache)
+        self.started = time.perf_counter()
+
+    # -- one training --------------------------------------------------------------------------------
+    def _identity(self, task: Task, seed: int, config, init: str, lr, search_id: Optional[str]) -> dict:
+        s = self.settings
+        return {"kind": "training", "task": task.name, "backbone": self.backbone, "seed": seed,
+                "config": config_dict(config), "init": init, "search": search_id, "lr": lr,
+                "epochs": s.train_epochs, "batch_size": s.batch_size}
+
+    def _train(self, task: Task, seed: int, config, init: str, lr, supernet):
+        seed_everything(seed)  # every configuration of a seed starts from the same random state
+        model = dpl.build_prompted_clip(self.clip, task.classnames, config, **init_kwargs(init))
+        if init == "searched":
+            inherit_prompts(model, supernet.prompt_learner)
+        if lr is not None:
+            loader = DataLoader(task.train, batch_size=self.settings.batch_size, shuffle=True)
+            train_prompts(model, loader, TrainSettings(epochs=self.settings.train_epochs, lr=lr), progress=False)
+        return model
+
+    def row(self, task: Task, seed: int, label: str, config, init: str, design: str,
+            search_id: Optional[str] = None, supernet=None) -> dict:
+        """Train ``config`` at every learning rate of the grid, keep the one the validation split
+        chooses and evaluate only that one on the test split. Every result is cached as it finishes."""
+        init = effective_init(config, init)
+        lrs = list(self.settings.lrs) if tokens(config) else [None]  # no prompts: nothing to train
+        identities, per_lr, models = {}, {}, {}
+        for lr in lrs:
+            key = "-" if lr is None else f"{lr:g}"
+            identities[key] = self._identity(task, seed, config, init, lr, search_id if init == "searched" else None)
+            per_lr[key] = self.cache.get(identities[key])
+            if per_lr[key] is None:
+                start = time.perf_counter()
+                models[key] = self._train(task, seed, config, init, lr, supernet)
+                val_acc, val_loss = scores(models[key], task.val)
+                per_lr[key] = self.cache.put(identities[key], {
+                    "val_acc": val_acc, "val_loss": val_loss, "seconds": round(time.perf_counter() - start, 2)})
+                self.trained += 1
+                self.log(f"{design} seed {seed} | {label} | lr {key}: val {val_acc:.1f}% "
+                         f"({per_lr[key]['seconds']:.0f} s; {self._elapsed()})")
+        chosen = choose_lr(per_lr)
+        if "test_acc" not in per_lr[chosen]:
+            lr = lrs[list(per_lr).index(chosen)]
+            model = models.get(chosen) or self._train(task, seed, config, init, lr, supernet)  # after a kill
+            test = {**per_lr[chosen], "test_acc": scores(model, task.test)[0]}
+            per_lr[chosen] = self.cache.put(identities[chosen], test)
+            choice = f"lr {chosen} chosen on validation, " if len(lrs) > 1 else ""
+            self.log(f"{design} seed {seed} | {label}: {choice}test {per_lr[chosen]['test_acc']:.1f}%")
+        return {"label": label, "config": config_dict(config), "tokens": tokens(config), "init": init,
+                "lr": None if chosen == "-" else float(chosen),
+                **{k: per_lr[chosen][k] for k in ("val_acc", "val_loss", "test_acc")}, "per_lr": per_lr}
+
+    def _elapsed(self) -> str:
+        return f"{self.trained} run, {(time.perf_counter() - self.started) / 60:.1f} min"
+
+    # -- one search ----------------------------------------------------------------------------------
+    def _search_identity(self, task: Task, design: str, seed: int, preset: str) -> dict:
+        s = self.settings
+        return {"kind": "search", "task": task.name, "backbone": self.backbone, "design": design, "seed": seed,
+                "preset": preset, "epochs": s.search_epochs, "lr": s.search_lr, "candidates": list(s.candidates),
+                "batch_size": s.batch_size, "val_batch_size": s.val_batch_size,
+                # what the preset means today: a changed preset is another search
+                "settings": dataclasses.asdict(self._search_settings(preset))}
+
+    def _search_settings(self, preset: str) -> dpl.SearchSettings:
+        if PRESETS:
+            return dpl.SearchSettings(epochs=self.settings.search_epochs, preset=preset).resolved()
+        if preset != "paper":
+            raise SystemExit(f"this dpl_plugin has no search presets: use --presets paper (got '{preset}')")
+        return dpl.SearchSettings(epochs=self.settings.search_epochs)
+
+    def search(self, task: Task, design: str, seed: int, preset: str, need_supernet: bool):
+        """The search's summary (cached) and, when asked for, its supernet (re-read from its folder)."""
+        identity = self._search_identity(task, design, seed, preset)
+        cached = self.cache.get(identity)
+        if cached is not None and not need_supernet:
+            return cached, None
+        s = self.settings
+        folder = os.path.join(self.output, "searches", f"{design}-seed{seed}-{preset}-{ResultCache.key(identity)[:8]}")
+        start = time.perf_counter()
+        seed_everything(seed)
+        quiet = io.StringIO()  # the search's per-epoch progress: one log line per search instead
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            result = search_prompt_lengths(
+                self.clip, task.classnames, DataLoader(task.train, batch_size=s.batch_size, shuffle=True),
+                DataLoader(task.val, batch_size=s.val_batch_size, shuffle=True), design=design,
+                candidates=s.candidates, settings=self._search_settings(preset), lr=s.search_lr, output_dir=folder,
+                provenance={"task": task.name, "seed": seed, "benchmark": "search_quality"})
+        supernet = getattr(result, "supernet", None)
+        if cached is not None:
+            return cached, supernet
+        val_accuracy = getattr(result, "val_accuracy", None)
+        if val_accuracy is None and supernet is not None:
+            val_accuracy = scores(supernet, task.val)[0]
+        summary = {"config": config_dict(result.config), "confidence": confidence(result.history),
+                   "seconds": round(time.perf_counter() - start, 1), "val_accuracy": val_accuracy,
+                   "id": ResultCache.key(identity)}
+        self.cache.put(identity, summary)
+        self.trained += 1
+        decided = sum(d for d, _ in summary["confidence"].values())
+        layers = sum(n for _, n in summary["confidence"].values())
+        self.log(f"{design} seed {seed} | search ({preset}): text {result.config.text} vision {result.config.vision}, "
+                 f"{decided}/{layers} layers decided, supernet val "
+                 f"{'n/a' if val_accuracy is None else f'{val_accuracy:.1f}%'} ({summary['seconds']:.0f} s; "
+                 f"{self._elapsed()})")
+        return summary, supernet
+
+    # -- one design and seed ---------------------------------------------------------------------------
+    def run(self, task: Task, design: str, seed: int) -> dict:
+        s = self.settings
+        main = lambda c: c.with_insertion(s.insertion)  # noqa: E731  every row's insertion form
+        space = SearchSpace.of(design, self.spec, s.candidates)
+        rows = [self.row(task, seed, "zero-shot", dpl.PromptConfig.zeros(self.spec.text_layers,
+                                                                          self.spec.vision_layers), "random", design),
+                self.row(task, seed, "hand design", main(hand_design(design, self.spec)), "template", design)]
+        searches = {}
+        for preset in s.presets:
+            rows += self._searched_rows(task, design, seed, preset, main, searches)
+        for i, config in enumerate(random_configs(space, design, seed, s.random)):
+            rows.append(self.row(task, seed, f"random {i + 1}", main(config), "template", design))
+        rows.append(self.row(task, seed, "all-max", main(space.all_max()), "template", design))
+        return {"rows": {r["label"]: r for r in rows}, "searches": searches}
+
+    def _searched_rows(self, task, design, seed, preset, main, searches) -> List[dict]:
+        s = self.settings
+        extra = [(init, init_form(init, s.insertion)) for init in s.searched_inits
+                 if init != "searched" or INHERITANCE]
+        identity = self._search_identity(task, design, seed, preset)
+        summary = self.cache.get(identity)
+        need_supernet = any(init == "searched" for init, _ in extra) and (
+            summary is None or not self._cached_row(task, seed, _searched_config(summary).with_insertion("prefix"),
+                                                    "searched", summary["id"]))
+        summary, supernet = self.search(task, design, seed, preset, need_supernet)
+        searches[preset] = summary
+        config = _searched_config(summary)
+        name = f"searched ({preset})"
+        rows = [self.row(task, seed, name, main(config), "template", design)]
+        for init, form in extra:
+            label = f"{name}, init {init} ({form})"
+            rows.append(self.row(task, seed, label, config.with_insertion(form), init, design, summary["id"], supernet))
+        return rows
+
+    def _cached_row(self, task, seed, config, init, search_id) -> bool:
+        """Whether :meth:`row` would find everything in the cache (then it needs no supernet)."""
+        lrs = list(self.settings.lrs) if tokens(config) else [None]
+        per_lr = {str(lr): self.cache.get(self._identity(task, seed, config, init, lr, search_id)) for lr in lrs}
+        return all(per_lr.values()) and "test_acc" in per_lr[choose_lr(per_lr)]
+
+
+def _searched_config(summary: dict) -> dpl.PromptConfig:
+    c = summary["config"]
+    return dpl.PromptConfig(text=c["text"], vision=c["vision"], insertion=c["insertion"], coupled=c["coupled"])
+
+
+# -- summaries ---------------------------------------------------------------------------------------
+def mean_ci(values: Sequence[float]) -> str:
+    if len(values) < 2:
+        return f"{statistics.mean(values):.1f}"
+    return f"{statistics.mean(values):.1f} ± {interval(list(values), student_t=True):.1f}"
+
+
+def rank_among(value: float, others: Sequence[float]) -> int:
+    """1 + the number of random configurations strictly better (ties count in the searched one's favour)."""
+    return 1 + sum(o > value for o in others)
+
+
+def summarise_design(design: str, per_seed: Dict[int, dict], settings: Settings) -> dict:
+    """Table rows (mean and interval over seeds), ranks, confidence, search time and discretisation gap."""
+    seeds = sorted(per_seed)
+    first = per_seed[seeds[0]]["rows"]
+    fixed = [label for label in first if not label.startswith("random ")]
+    table = []
+    for label in fixed:
+        accs = [per_seed[s]["rows"][label]["test_acc"] for s in seeds]
+        table.append({"row": label, "test": accs, "tokens": per_seed[seeds[0]]["rows"][label]["tokens"],
+                      "lrs": [per_seed[s]["rows"][label]["lr"] for s in seeds]})
+    randoms = {s: [r["test_acc"] for label, r in per_seed[s]["rows"].items() if label.startswith("random ")]
+               for s in seeds}
+    if settings.random:
+        for name, fn in (("random (mean)", statistics.mean), ("random (best)", max),
+                         ("random (median)", statistics.median)):
+            table.append({"row": name, "test": [fn(randoms[s]) for s in seeds], "tokens": None, "lrs": None})
+    searches = {}
+    for preset in settings.presets:
+        label = f"searched ({preset})"
+        accs = {s: per_seed[s]["rows"][label]["test_acc"] for s in seeds}
+        ranks = [rank_among(accs[s], randoms[s]) for s in seeds]
+        summaries = [per_seed[s]["searches"][preset] for s in seeds]
+        decided = [sum(d for d, _ in x["confidence"].values()) / max(sum(n for _, n in x["confidence"].values()), 1)
+                   for x in summaries]
+        supernet = [x["val_accuracy"] for x in summaries]
+        searches[preset] = {
+            "ranks": ranks, "of": settings.random + 1,
+            "top_quarter": sum((r - 1) <= settings.random / 4 for r in ranks),
+            "minus_hand": [accs[s] - per_seed[s]["rows"]["hand design"]["test_acc"] for s in seeds],
+            "confidence": [x["confidence"] for x in summaries], "decided_fraction": decided,
+            "seconds": [x["seconds"] for x in summaries], "supernet_val": supernet,
+            "trained_val": [per_seed[s]["rows"][label]["val_acc"] for s in seeds],
+            "trained_test": list(accs.values()), "configs": [x["config"] for x in summaries]}
+    return {"design": design, "seeds": seeds, "table": table, "searches": searches,
+            "points": _points(per_seed)}
+
+
+def _points(per_seed: Dict[int, dict]) -> List[dict]:
+    """One point per configuration and seed for the accuracy-tokens plot; ``kind`` picks the marker."""
+    def kind(label):
+        if label.startswith("random "):
+            return "random"
+        return "other" if ", init" in label else label  # the searched one under another init: not plotted
+    return [{"seed": seed, "label": label, "kind": kind(label), "tokens": r["tokens"], "test_acc": r["test_acc"]}
+            for seed, run in per_seed.items() for label, r in run["rows"].items()]
+
+
+def format_design(summary: dict, settings: Settings) -> str:
+    seeds = summary["seeds"]
+    width = max(len(r["row"]) for r in summary["table"]) + 2
+    lines = [f"## {summary['design']} (seeds {', '.join(map(str, seeds))})", "",
+             f"| {'configuration':<{width}}| test acc (mean ± 95%) | per seed | tokens | lr (per seed) |",
+             f"|{'-' * (width + 1)}|---|---|---|---|"]
+    for r in summary["table"]:
+        lrs = "" if r["lrs"] is None else ", ".join("-" if lr is None else f"{lr:g}" for lr in r["lrs"])
+        lines.append(f"| {r['row']:<{width}}| {mean_ci(r['test'])} | {', '.join(f'{a:.1f}' for a in r['test'])} | "
+                     f"{'' if r['tokens'] is None else r['tokens']} | {lrs} |")
+    lines.append("")
+    for preset, x in summary["searches"].items():
+        diff = x["minus_hand"]
+        sup = [v for v in x["supernet_val"] if v is not None]
+        gap = (f"supernet val {statistics.mean(sup):.1f}% vs trained val {statistics.mean(x['trained_val']):.1f}% "
+               f"(test {statistics.mean(x['trained_test']):.1f}%)" if sup else "supernet val n/a")
+        per_table = "; ".join(", ".join(f"{k} {d}/{n}" for k, (d, n) in c.items()) for c in x["confidence"])
+        lines += [
+            f"- searched ({preset}): rank among {settings.random} random (1 = best of {x['of']}): "
+            f"{', '.join(map(str, x['ranks']))} (mean {statistics.mean(x['ranks']):.1f}; top quarter in "
+            f"{x['top_quarter']} of {len(seeds)} seeds); minus hand design {mean_ci(diff)} points",
+            f"  confident layers (top probability >= {CONFIDENT}): {statistics.mean(x['decided_fraction']):.0%} "
+            f"[{per_table}]; search {statistics.mean(x['seconds']):.0f} s; discretisation: {gap}",
+        ]
+        for seed, c in zip(seeds, x["configs"]):
+            lines.append(f"  seed {seed}: text {c['text']} vision {c['vision']}")
+    return "\n".join(lines)
+
+
+def plot(summaries: List[dict], path: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    style = {"random": dict(marker="o", color="0.6", s=18, label="random"),
+             "all-max": dict(marker="s", color="black", s=28, label="all-max"),
+             "hand design": dict(marker="*", color="tab:red", s=110, label="hand design")}
+    searched = sorted({p["kind"] for s in summaries for p in s["points"] if p["kind"].startswith("searched")})
+    for kind, color in zip(searched, ("tab:blue", "tab:green", "tab:purple", "tab:orange")):
+        style[kind] = dict(marker="D", color=color, s=40, label=kind)
+    fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.6), squeeze=False)
+    for ax, summary in zip(axes[0], summaries):
+        for kind, kw in style.items():
+            pts = [p for p in summary["points"] if p["kind"] == kind]
+            if pts:
+                ax.scatter([p["tokens"] for p in pts], [p["test_acc"] for p in pts], **kw)
+        zero = [p["test_acc"] for p in summary["points"] if p["kind"] == "zero-shot"]
+        ax.axhline(statistics.mean(zero), color="0.3", linestyle="--", linewidth=1, label="zero-shot")
+        ax.set_title(summary["design"])
+        ax.set_xlabel("prompt tokens (all layers and branches)")
+        ax.set_ylabel("test accuracy (%)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- the whole benchmark -----------------------------------------------------------------------------
+def benchmark(clip_model, task_for_seed: Callable[[int], Task], designs: Sequence[str], seeds: Sequence[int],
+              settings: Settings, output: str, log: Callable[[str], None] = print) -> dict:
+    """Every design and seed (cached), then the tables, ``results.json``, ``results.md`` and the plot.
+    One run per ``output`` at a time (a second one is refused): they would overwrite each other's cache."""
+    with OutputLock(output):
+        return _benchmark(clip_model, task_for_seed, designs, seeds, settings, output, log)
+
+
+def _benchmark(clip_model, task_for_seed, designs, seeds, settings, output, log) -> dict:
+    bench = SearchQuality(clip_model, settings, output, log)
+    runs = {design: {} for design in designs}
+    for seed in seeds:
+        task = task_for_seed(seed)
+        for design in designs:
+            runs[design][seed] = bench.run(task, design, seed)
+    summaries = [summarise_design(design, runs[design], settings) for design in designs]
+    text = "\n\n".join(format_design(s, settings) for s in summaries)
+    report = {"settings": dataclasses.asdict(settings), "designs": list(designs), "seeds": list(seeds),
+              "summaries": summaries, "runs": {d: {str(s): r for s, r in v.items()} for d, v in runs.items()},
+              "new_results": bench.trained, "markdown": text}
+    os.makedirs(output, exist_ok=True)
+    with atomic_write(os.path.join(output, "results.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with atomic_write(os.path.join(output, "results.md"), "w") as f:
+        f.write(f"# Search quality\n\nSettings: {json.dumps(dataclasses.asdict(settings))}\n\n{text}\n")
+    report["plot"] = plot(summaries, os.path.join(output, "search_quality.png"))
+    return report
+
+
+def demo_task(shots: int, seed: int, shift: str, test_images: Optional[int] = None) -> Task:
+    """The demo task's splits for ``seed``; ``test_images``: the first of the (randomly drawn) test set."""
+    from dpl_plugin.demo.task import as_datasets, demo_splits
+    splits = demo_splits(shots, seed, shift)
+    train, val, test = as_datasets(splits)
+    if test_images is not None and test_images < len(test):
+        test = torch.utils.data.Subset(test, range(test_images))
+    return Task(f"demo/fashion-mnist/{shift}/{shots}shots/seed{seed}/test{len(test)}", splits.classnames,
+                train, val, test)
+
+
+def estimate(clip_model, task: Task, designs, seeds, settings: Settings) -> str:
+    """Rough total time from three timed training steps of a mid-length configuration and one
+    evaluation of 200 images (a search iteration counts as five training steps: 16 + 4 images)."""
+    spec = dpl.BackboneSpec.of(clip_model)
+    config = SearchSpace.of("ivlp", spec, settings.candidates).sample(torch.Generator().manual_seed(0))
+    model = dpl.build_prompted_clip(clip_model, task.classnames, config.with_insertion(settings.insertion))
+    optimizer = torch.optim.SGD(model.learnable_parameters(), lr=1e-3)
+    images, labels = next(iter(DataLoader(task.train, batch_size=settings.batch_size)))
+    times = []
+    for _ in range(4):
+        start = time.perf_counter()
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - start)
+    step = statistics.median(times[1:])
+    sample = torch.utils.data.Subset(task.test, range(min(200, len(task.test))))
+    start = time.perf_counter()
+    scores(model, sample)
+    per_image = (time.perf_counter() - start) / len(sample)
+    steps = math.ceil(len(task.train) / settings.batch_size)
+    training = settings.train_epochs * steps * step + len(task.val) * per_image
+    rows = 1 + settings.random + 1 + len(settings.presets) * (1 + sum(
+        1 for i in settings.searched_inits if i != "searched" or INHERITANCE))
+    runs = len(designs) * len(seeds)
+    search = settings.search_epochs * steps * 5 * step
+    total = runs * (rows * (len(settings.lrs) * training + len(task.test) * per_image) + len(settings.presets) * search)
+    when = f"{total / 3600:.1f} h" if total > 3600 else f"{total / 60:.0f} min"
+    return (f"estimated total at this machine's current speed, nothing cached: {when} "
+            f"(at most {runs * rows * len(settings.lrs)} trainings of ~{training:.0f} s, {step * 1000:.0f} ms "
+            f"per step; {runs * len(settings.presets)} searches of ~{search:.0f} s; {runs * rows} test "
+            f"evaluations of ~{len(task.test) * per_image:.0f} s)")
+
+
+QUICK = dict(seeds=[1], shots=4, train_epochs=2, search_epochs=2, random=2, lrs=[0.006], test_images=500)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = Settings()
+    parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=DESIGNS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--shots", type=int, default=default.shots)
+    parser.add_argument("--shift", default=None, help="the demo task's shift (default: the demo's, rot90)")
+    parser.add_argument("--test-images", type=int, default=None, help="evaluate on the first N test images (all 2,000)")
+    parser.add_argument("--train-epochs", type=int, default=default.train_epochs)
+    parser.add_argument("--search-epochs", type=int, default=default.search_epochs)
+    parser.add_argument("--search-lr", type=float, default=default.search_lr)
+    parser.add_argument("--lrs", type=float, nargs="+", default=list(default.lrs),
+                        help="learning-rate grid; each configuration's is chosen on the validation split")
+    parser.add_argument("--random", type=int, default=default.random, help="configurations drawn uniformly")
+    parser.add_argument("--insertion", default=default.insertion, choices=("native", "prefix"))
+    parser.add_argument("--presets", nargs="+", default=list(default.presets), help="search presets (paper, robust)")
+    parser.add_argument("--searched-inits", nargs="*", default=list(default.searched_inits), choices=INITS,
+                        help="extra rows: the searched configuration under these initialisations")
+    parser.add_argument("--output", default=None, help="default output/search_quality (--quick: ..._quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a few minutes on 2 CPU cores: {QUICK} unless given explicitly")
+    args = parser.parse_args(argv)
+    if args.quick:
+        given = {a.split("=")[0][2:].replace("-", "_") for a in (argv if argv is not None else sys.argv[1:])
+                 if a.startswith("--")}
+        for key, value in QUICK.items():
+            if key not in given:
+                setattr(args, key, value)
+    args.output = args.output or ("output/search_quality_quick" if args.quick else "output/search_quality")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from dpl_plugin.demo.task import DEFAULT_SHIFT
+    shift = args.shift or DEFAULT_SHIFT
+    settings = Settings(shots=args.shots, train_epochs=args.train_epochs, search_epochs=args.search_epochs,
+                        lrs=tuple(args.lrs), search_lr=args.search_lr, random=args.random, insertion=args.insertion,
+                        presets=tuple(args.presets), searched_inits=tuple(args.searched_inits))
+    start = time.perf_counter()
+    clip_model = dpl.load_clip("dpl-demo")
+    spec = dpl.BackboneSpec.of(clip_model)
+    print(f"dpl-demo: {spec.text_layers} text / {spec.vision_layers} vision layers, width {spec.text_width}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; designs {args.designs}, seeds {args.seeds}")
+    print(f"settings: {dataclasses.asdict(settings)}")
+    if not INHERITANCE:
+        print("note: this dpl_plugin cannot inherit the supernet's prompts: no 'init searched' rows")
+    def task(seed):
+        return demo_task(args.shots, seed, shift, args.test_images)
+    print(estimate(clip_model, task(args.seeds[0]), args.designs, args.seeds, settings), flush=True)
+    report = benchmark(clip_model, task, args.designs, args.seeds, settings, args.output,
+                       log=lambda line: print(line, flush=True))
+    print()
+    print(report["markdown"])
+    print(f"\n{report['new_results']} trainings/searches run, the rest from {args.output}/cache.json; "
+          f"{(time.perf_counter() - start) / 60:.1f} min. Wrote {args.output}/results.md, results.json, "
+          f"{os.path.basename(report['plot'])}")
+
+
+if __name__ == "__main__":
+    main()

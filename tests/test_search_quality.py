@@ -1,0 +1,133 @@
+"""benchmarks/search_quality.py on a tiny CLIP: the rows, the rank, the learning-rate choice and the cache."""
+
+import json
+import os
+import sys
+
+import torch
+from torch.utils.data import TensorDataset
+
+from conftest import CLASSNAMES
+from dpl_plugin import BackboneSpec
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import search_quality as sq  # noqa: E402
+
+SETTINGS = sq.Settings(train_epochs=1, search_epochs=1, random=2, lrs=(0.01, 0.05))
+
+
+def tiny_task(seed):
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        return TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.arange(n) % len(CLASSNAMES))
+    return sq.Task(f"tiny/seed{seed}", CLASSNAMES, split(10), split(10), split(15))
+
+
+def run(clip, output, log):
+    return sq.benchmark(clip, tiny_task, ["ivlp"], [1], SETTINGS, str(output), log=log.append)
+
+
+def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
+    log = []
+    report = run(tiny_clip, tmp_path, log)
+    summary = report["summaries"][0]
+    rows = report["runs"]["ivlp"]["1"]["rows"]
+    inherited = ["searched (paper), init searched (prefix)"] if sq.INHERITANCE else []
+    form = SETTINGS.insertion if sq.TEMPLATE_ANY_FORM else "native"
+    assert list(rows) == ["zero-shot", "hand design", "searched (paper)", "searched (paper), init random (native)",
+                          f"searched (paper), init template ({form})", *inherited, "random 1", "random 2", "all-max"]
+    assert [r["row"] for r in summary["table"]] == [label for label in rows if not label.startswith("random ")] + [
+        "random (mean)", "random (best)", "random (median)"]
+
+    # the configurations: hand design scaled to 3 layers (depth round(9/12 * 3) = 2), samples of the space
+    assert rows["hand design"]["config"] == {"text": [2, 2, 0], "vision": [2, 2, 0], "insertion": "native",
+                                             "coupled": False}
+    space = sq.SearchSpace.of("ivlp", BackboneSpec.of(tiny_clip))
+    for label in ("random 1", "random 2", "all-max", "searched (paper)"):
+        config = sq.dpl.PromptConfig(**{k: rows[label]["config"][k] for k in ("text", "vision", "coupled")})
+        assert space.contains(config) and rows[label]["config"]["insertion"] == "native"
+    assert rows["all-max"]["config"]["text"] == [6, 6, 6]
+
+    # the learning rate is the validation's choice, and only the chosen one was evaluated on the test split
+    for label, row in rows.items():
+        per_lr = row["per_lr"]
+        if label == "zero-shot":
+            assert list(per_lr) == ["-"] and row["lr"] is None
+            continue
+        assert set(per_lr) == {"0.01", "0.05"}
+        best = max(r["val_acc"] for r in per_lr.values())
+        assert row["val_acc"] == best == per_lr[f"{row['lr']:g}"]["val_acc"]
+        assert [lr for lr, r in per_lr.items() if "test_acc" in r] == [f"{row['lr']:g}"]
+
+    # the rank of the searched configuration among the random ones
+    search = summary["searches"]["paper"]
+    searched = rows["searched (paper)"]["test_acc"]
+    assert search["ranks"] == [1 + sum(rows[f"random {i}"]["test_acc"] > searched for i in (1, 2))]
+    assert search["of"] == 3 and search["minus_hand"] == [searched - rows["hand design"]["test_acc"]]
+    confidence = search["confidence"][0]
+    assert set(confidence) == {"text", "vision"} and all(n == 3 for _, n in confidence.values())
+    markdown = open(tmp_path / "results.md").read()
+    assert "rank among 2 random" in markdown and "| hand design" in markdown
+    assert os.path.getsize(tmp_path / "search_quality.png") > 1000
+    assert json.load(open(tmp_path / "results.json"))["summaries"][0]["table"] == summary["table"]
+
+    # the cache holds every training (per configuration, initialisation and lr) and the search
+    cache = json.load(open(tmp_path / "cache.json"))
+    assert cache["format"] == sq.CACHE_FORMAT
+    kinds = [e["identity"]["kind"] for e in cache["entries"].values()]
+    assert kinds.count("search") == 1
+    trainings = [e for e in cache["entries"].values() if e["identity"]["kind"] == "training"]
+    distinct = {(json.dumps(r["config"]), r["init"]) for r in rows.values()}
+    assert len(trainings) == 1 + 2 * (len(distinct) - 1)  # zero-shot once, every other configuration at 2 lrs
+    trained = [line for line in log if "| lr " in line]
+    assert len(trained) == len(trainings) and report["new_results"] == len(trainings) + 1
+
+    # a second call retrains nothing and reports the same
+    log.clear()
+    again = run(tiny_clip, tmp_path, log)
+    assert again["new_results"] == 0 and log == []
+    assert again["summaries"] == report["summaries"]
+
+    # a run killed before one training finished redoes that training only, with the same result
+    key, entry = next((k, e) for k, e in cache["entries"].items()
+                      if e["identity"]["kind"] == "training" and "test_acc" not in e["result"])
+    del cache["entries"][key]
+    with open(tmp_path / "cache.json", "w") as f:
+        json.dump(cache, f)
+    resumed = run(tiny_clip, tmp_path, log)
+    assert resumed["new_results"] == 1 and len(log) == 1
+    redone = json.load(open(tmp_path / "cache.json"))["entries"][key]["result"]
+    assert redone["val_acc"] == entry["result"]["val_acc"] and redone["val_loss"] == entry["result"]["val_loss"]
+    assert resumed["summaries"] == report["summaries"]
+
+
+def test_hand_designs_are_the_published_ones_scaled_to_the_depth():
+    def spec(layers):
+        return BackboneSpec("t", layers, 512, 8, 77, 512, layers, 768, 12, 224)
+    twelve = {d: sq.hand_design(d, spec(12)) for d in sq.DESIGNS}
+    assert twelve["coop"].text == [16] + [0] * 11 and not twelve["coop"].uses("vision")
+    assert twelve["vpt"].vision == [8] * 12 and not twelve["vpt"].uses("text")
+    assert twelve["ivlp"].text == twelve["ivlp"].vision == [2] * 9 + [0] * 3 and not twelve["ivlp"].coupled
+    assert twelve["maple"].text == twelve["maple"].vision == [2] * 9 + [0] * 3 and twelve["maple"].coupled
+    assert all(c.insertion == "native" for c in twelve.values())
+    assert sq.hand_design("maple", spec(4)).text == [2, 2, 2, 0]
+    assert sq.hand_design("vpt", spec(4)).vision == [8] * 4
+
+
+def test_template_initialisation_applies_where_the_input_length_allows():
+    def config(n, insertion="native"):
+        return sq.dpl.PromptConfig(text=[n, 1, 0], vision=[0, 0, 0], insertion=insertion)
+    assert [sq.effective_init(config(n), "template") for n in (0, 1, 4, 5)] == ["random", "template", "template",
+                                                                               "random"]
+    assert sq.effective_init(config(5), "searched") == "searched"
+    prefix = sq.effective_init(config(2, "prefix"), "template")
+    assert prefix == ("template" if sq.TEMPLATE_ANY_FORM else "random")
+
+
+def test_quick_mode_sets_a_small_budget_unless_told_otherwise():
+    args = sq.parse_args(["--quick", "--designs", "maple", "--random", "3"])
+    assert args.designs == ["maple"] and args.seeds == [1] and args.random == 3 and args.lrs == [0.006]
+    assert args.output == "output/search_quality_quick"
+    full = sq.parse_args([])
+    assert full.seeds == [1, 2, 3, 4, 5] and full.random == 8 and full.lrs == [0.002, 0.006, 0.02]
