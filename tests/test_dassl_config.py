@@ -73,6 +73,9 @@ def test_extend_cfg_keeps_a_forks_own_nodes_and_is_idempotent():
     (["TRAINER.DPL.PREC", "bf16"], "TRAINER.DPL.PREC must be one of"),
     (["TRAINER.DPL.CANDIDATES", "(2, 4)"], "must include 0"),
     (["TRAINER.DPL.MODE", "baseline", "TRAINER.DPL.CONFIG_FILE", "x.yaml"], "ignores TRAINER.DPL.CONFIG_FILE"),
+    (["TRAINER.DPL.SEARCH.EPOCHS", "0"], r"SEARCH.EPOCHS must be at least 1, got 0: .*untrained alpha"),
+    (["TRAINER.DPL.MODE", "search", "TRAINER.DPL.SEARCH.EPOCHS", "-1"], "SEARCH.EPOCHS must be at least 1"),
+    (["TRAINER.DPL.CANDIDATES", "(0, 1.5, 3)"], r"CANDIDATES must be whole numbers of tokens, got \[0, 1.5, 3\]"),
 ])
 def test_invalid_settings_are_rejected_with_the_key_named(opts, message):
     with pytest.raises(ValueError, match=message):

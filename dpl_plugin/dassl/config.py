@@ -106,7 +106,14 @@ def check_dpl_cfg(cfg: CN) -> None:
     if dpl.MODE == "baseline" and dpl.CONFIG_FILE:
         raise OptionError("TRAINER.DPL.MODE baseline trains the hand design and ignores TRAINER.DPL.CONFIG_FILE; "
                           "use MODE train (or dpl) to train that configuration")
-    candidates = sorted(set(int(c) for c in dpl.CANDIDATES))
+    searches = dpl.MODE == "search" or (dpl.MODE == "dpl" and not dpl.CONFIG_FILE)
+    if searches and dpl.SEARCH.EPOCHS < 1:
+        raise OptionError(f"TRAINER.DPL.SEARCH.EPOCHS must be at least 1, got {dpl.SEARCH.EPOCHS}: a search of no "
+                          f"epochs would write a 'searched' configuration from untrained alpha. To train without a "
+                          f"search use TRAINER.DPL.MODE baseline, or MODE train with TRAINER.DPL.CONFIG_FILE")
+    if any(isinstance(c, bool) or not isinstance(c, int) for c in dpl.CANDIDATES):
+        raise OptionError(f"TRAINER.DPL.CANDIDATES must be whole numbers of tokens, got {list(dpl.CANDIDATES)}")
+    candidates = sorted(set(dpl.CANDIDATES))
     if len(candidates) < 2 or candidates[0] != 0:
         raise OptionError(f"TRAINER.DPL.CANDIDATES must include 0 and at least one positive length, "
                           f"got {list(dpl.CANDIDATES)}")

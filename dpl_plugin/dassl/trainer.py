@@ -30,16 +30,19 @@ from .. import PromptConfig, PromptConfigError, build_prompted_clip, load_clip
 from ..backbone import BackboneSpec
 from ..checkpoint import CorruptCheckpointError
 from ..designs import get_design
+from ..lock import lock_output_dir
 from ..errors import OptionError
 from ..reproducibility import capture_rng_state, restore_rng_state, seed_everything
-from ..search import CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet
-from ..steps import check_finite
+from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet
+from ..search import definition
+from ..steps import check_finite, check_finite_logits
 from ..templates import DATASET_TEMPLATES, IMAGENET_TEMPLATES
 from ..text_inputs import DEFAULT_TEMPLATE
 from . import checkpoints
 from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
 from .optim import build_optimizer_and_scheduler
 from .search_data import search_loaders
+from .search_definition import search_definition
 
 MODEL_NAME = "prompt_learner"  # Dassl's registered name: checkpoints go to OUTPUT_DIR/prompt_learner/
 SEARCH_DIR = "search"
@@ -65,6 +68,7 @@ class DPLTrainer(TrainerX):
 
     def build_model(self):
         cfg = self.cfg
+        self._output_lock = lock_output_dir(cfg.OUTPUT_DIR)  # held until the process ends
         _route_library_logs_to_stdout()
         self.design = get_design(self.design_name)
         self.precision = self._precision()
@@ -132,6 +136,11 @@ class DPLTrainer(TrainerX):
                               "--model-dir (a trained run's output folder), or train first")
         with self.model.cached_text_features():  # class text features once, not once per batch
             return super().test(split)
+
+    def model_inference(self, input):
+        logits = self.model(input)
+        check_finite_logits(logits, "evaluation")  # else Dassl reports an accuracy of NaN logits' argmax
+        return logits
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _saved_checkpoints(self) -> str:
@@ -207,6 +216,8 @@ class DPLTrainer(TrainerX):
         finished = self._finished_search()
         if finished is not None:
             return finished
+        definition.check_unfinished(folder, self._search_definition(),
+                                    resuming=osp.isfile(osp.join(folder, CHECKPOINT_FILE)))
         self._reseed()
         templates, merge = self._text_input(s.TEXT)
         model = build_supernet(self.clip_model, self.classnames, candidates=cfg.TRAINER.DPL.CANDIDATES,
@@ -222,7 +233,8 @@ class DPLTrainer(TrainerX):
             precision="amp" if self.precision == "amp" else "fp32", resume=True, plot=s.PLOT)
         provenance = {"trainer": cfg.TRAINER.NAME, "design": self.design.name, "dataset": cfg.DATASET.NAME,
                       "shots": cfg.DATASET.NUM_SHOTS, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
-                      "seed": cfg.SEED, "backbone": cfg.MODEL.BACKBONE.NAME, "search_epochs": s.EPOCHS}
+                      "seed": cfg.SEED, "backbone": cfg.MODEL.BACKBONE.NAME, "search_epochs": s.EPOCHS,
+                      definition.PROVENANCE_KEY: self._search_definition()}
         print(f"Searching prompt lengths ({self.design.name} design, branches {list(self.design.branches)}, "
               f"candidates {list(learner.candidates)}, {s.EPOCHS} epochs) into {folder}")
         result = BilevelSearch(model, train_loader, val_loader, optimizer, scheduler, settings, folder, self.device,
@@ -235,11 +247,14 @@ class DPLTrainer(TrainerX):
         if not osp.isfile(path):
             return None
         config = PromptConfig.load(path, self.backbone)
-        # Searched for fewer epochs than asked (e.g. a longer search requested): resume it instead.
-        if config.provenance.get("search_epochs") != self.cfg.TRAINER.DPL.SEARCH.EPOCHS:
-            return None
+        recorded = config.provenance.get(definition.PROVENANCE_KEY)
+        if not definition.check_finished(recorded, self._search_definition(), path):
+            return None  # more epochs asked for: search() resumes it from its checkpoint
         print(f"Using the finished search {path} (delete its folder to search again)")
         return config
+
+    def _search_definition(self) -> dict:
+        return search_definition(self.cfg, self.precision)
 
     # -- model construction ------------------------------------------------------------------------
     def _known_config(self) -> Optional[PromptConfig]:
