@@ -23,8 +23,12 @@ def _layer0_tokens(prompts: Optional[Sequence[LayerPrompt]], insertion: str):
 
 
 class PromptedTextEncoder(nn.Module):
-    def __init__(self, clip_model: "clip_model_module.CLIP"):
+    """``checkpoint``: recompute each block's activations in the backward pass instead of keeping
+    them (activation checkpointing), for many classes; the features and gradients do not change."""
+
+    def __init__(self, clip_model: "clip_model_module.CLIP", checkpoint: bool = False):
         super().__init__()
+        self.checkpoint = checkpoint
         self.token_embedding = clip_model.token_embedding
         self.positional_embedding = clip_model.positional_embedding
         self.transformer = clip_model.transformer
@@ -53,7 +57,8 @@ class PromptedTextEncoder(nn.Module):
             x = replace_slots(x, 1, n_slots, layer0)
         x = x + self.positional_embedding[: x.shape[1]].type(self.dtype)
         x, n_final = run_prompted_blocks(
-            self.transformer.resblocks, x, layer_prompts, insertion, head=1, n_slots=n_slots, causal=True
+            self.transformer.resblocks, x, layer_prompts, insertion, head=1, n_slots=n_slots, causal=True,
+            checkpoint=self.checkpoint,
         )
         x = self.ln_final(x).type(self.dtype)
         eot = eot.to(x.device) + (n_final - n_slots)

@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from .attention import CandidateMixture, mixture_attention, prefix_attention
 
@@ -60,10 +61,13 @@ def run_prompted_blocks(
     head: int,
     n_slots: int = 0,
     causal: bool = False,
+    checkpoint: bool = False,
 ) -> Tuple[torch.Tensor, int]:
     """Run ``blocks`` over ``x`` with ``prompts[l]`` at layer ``l``.
 
     ``head``/``n_slots``: under native insertion, the slot tokens sit at ``[head, head + n_slots)``.
+    ``checkpoint``: keep only each block's input for backward and recompute the block's activations
+    then (less memory, one more forward of the blocks); no effect when no gradient is taken.
     Returns the output and the final number of slot tokens (the text EOT index shifts by it).
     """
     if prompts is not None and len(prompts) != len(blocks):
@@ -82,5 +86,8 @@ def run_prompted_blocks(
             raise ValueError(f"unknown insertion form '{insertion}'; use 'prefix' or 'native'")
         if causal and (mask is None or mask.shape[0] != x.shape[1]):
             mask = causal_mask(x.shape[1], x)
-        x = prompted_block(block, x, mask, prefix=prompt)
+        if checkpoint and torch.is_grad_enabled():
+            x = activation_checkpoint(prompted_block, block, x, mask, prompt, use_reentrant=False)
+        else:
+            x = prompted_block(block, x, mask, prefix=prompt)
     return x, n_slots

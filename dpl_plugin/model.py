@@ -22,12 +22,18 @@ from .text_inputs import TokenizedPrompts, build_prompts, plan_text_input
 
 
 class PromptedCLIP(nn.Module):
-    def __init__(self, clip_model, prompts: TokenizedPrompts, learner: nn.Module):
+    """``text_checkpoint``: recompute the text encoder's activations in backward instead of keeping
+    them (for many classes). ``text_chunk``: without gradients (evaluation), encode the class texts
+    this many classes at a time, so that memory does not grow with the number of classes (0: all)."""
+
+    def __init__(self, clip_model, prompts: TokenizedPrompts, learner: nn.Module, text_checkpoint: bool = False,
+                 text_chunk: int = 256):
         super().__init__()
         for param in clip_model.parameters():
             param.requires_grad_(False)
         self.backbone = BackboneSpec.of(clip_model)
-        self.text_encoder = PromptedTextEncoder(clip_model)
+        self.text_encoder = PromptedTextEncoder(clip_model, checkpoint=text_checkpoint)
+        self.text_chunk = text_chunk
         self.image_encoder = PromptedImageEncoder(clip_model)
         self.logit_scale = clip_model.logit_scale
         self.prompt_learner = learner
@@ -77,7 +83,7 @@ class PromptedCLIP(nn.Module):
             return cached
         # With several processes each encodes its share of the classes; the gather keeps gradients.
         classes = distributed.shard(self.num_classes)
-        feats = self.text_encoder(self._tokenized(classes), prompt_set.text, self.prompt_learner.insertion)
+        feats = self._encode_classes(classes, prompt_set)
         feats = F.normalize(feats, dim=-1)
         if self.prompts.merge == "features" and self.prompts.num_templates > 1:  # CLIP's ensembling
             feats = F.normalize(feats.view(len(classes), self.prompts.num_templates, -1).mean(1), dim=-1)
@@ -87,6 +93,14 @@ class PromptedCLIP(nn.Module):
         if self._caching:
             self._text_cache = feats
         return feats
+
+    def _encode_classes(self, classes: range, prompt_set: PromptSet) -> torch.Tensor:
+        """Text features of ``classes``; in chunks of ``text_chunk`` classes when no gradient is taken."""
+        chunk = self.text_chunk if self.text_chunk > 0 and not torch.is_grad_enabled() else len(classes)
+        insertion = self.prompt_learner.insertion
+        parts = [self.text_encoder(self._tokenized(classes[i:i + chunk]), prompt_set.text, insertion)
+                 for i in range(0, len(classes), chunk)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def encode_image(self, images: torch.Tensor, prompt_set: Optional[PromptSet] = None) -> torch.Tensor:
         if prompt_set is None:
@@ -128,12 +142,14 @@ def build_prompted_clip(
     vision_init: str = "normal:0.02",
     truncate: bool = True,
     merge: str = "features",
+    text_checkpoint: bool = False,
 ) -> PromptedCLIP:
     """A :class:`PromptedCLIP` with fixed-length prompts as ``config`` describes them.
 
     ``ctx_init`` (e.g. "a photo of a") gives the text input tokens their initial values under
     native insertion when it is long enough, as in CoOp and MaPLe; ``templates`` replaces the fixed
     text ("a photo of a {}."); several are merged per ``merge`` (see :class:`TokenizedPrompts`).
+    ``text_checkpoint``: activation checkpointing in the text encoder (see :class:`PromptedCLIP`).
     """
     backbone = BackboneSpec.of(clip_model)
     config.validate(backbone)
@@ -145,4 +161,4 @@ def build_prompted_clip(
             layer0 = clip_model.token_embedding(prompts.tokens[0, 1: 1 + n_slots]).float()
     learner = PromptLearner(config, backbone, text_init, vision_init, layer0_text=layer0)
     learner.to(clip_model.logit_scale.device)
-    return PromptedCLIP(clip_model, prompts, learner)
+    return PromptedCLIP(clip_model, prompts, learner, text_checkpoint=text_checkpoint)

@@ -1,6 +1,5 @@
-"""The supernet: single-pass mixture against the per-candidate reference, and its limits."""
-
-import copy
+"""The supernet: the whole model against the per-candidate reference, and its limits (the attention
+itself: tests/test_attention.py)."""
 
 import pytest
 import torch
@@ -8,60 +7,11 @@ import torch
 import dpl_plugin.insertion as insertion
 from conftest import CLASSNAMES
 from dpl_plugin import PromptConfig, build_prompted_clip
-from dpl_plugin.attention import CandidateMixture, mixture_attention, reference_mixture_attention
+from dpl_plugin.attention import reference_mixture_attention
 from dpl_plugin.designs import get_design
 from dpl_plugin.search import SupernetPromptLearner, build_supernet
 
 CANDIDATES = [0, 1, 2, 4, 6]
-
-
-def random_mixture(width, candidates=CANDIDATES, seed=0):
-    """Candidate tokens and architecture logits (leaves), and the mixture built from them."""
-    g = torch.Generator().manual_seed(seed)
-    tokens = torch.randn(len(candidates), max(candidates), width, generator=g)
-    for k, c in enumerate(candidates):
-        tokens[k, c:] = 0
-    tokens.requires_grad_()
-    logits = torch.randn(len(candidates), generator=g).requires_grad_()
-    return tokens, logits, CandidateMixture(tokens, torch.tensor(candidates), torch.softmax(logits, 0))
-
-
-def leaf_copy(tokens, logits):
-    tokens, logits = tokens.detach().clone().requires_grad_(), logits.detach().clone().requires_grad_()
-    return tokens, logits, CandidateMixture(tokens, torch.tensor(CANDIDATES), torch.softmax(logits, 0))
-
-
-@pytest.mark.parametrize("causal", [False, True])
-def test_single_pass_equals_per_candidate_reference(tiny_clip, causal):
-    attn = tiny_clip.transformer.resblocks[1].attn
-    g = torch.Generator().manual_seed(1)
-    h = torch.randn(3, 9, 128, generator=g) * 2
-    mask = torch.full((9, 9), float("-inf")).triu_(1) if causal else None
-    tokens, logits, mix = random_mixture(128)
-    ref_tokens, ref_logits, ref_mix = leaf_copy(tokens, logits)
-    out = mixture_attention(attn, h, mix, mask)
-    ref = reference_mixture_attention(attn, h, ref_mix, mask)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-    upstream = torch.randn(out.shape, generator=g)
-    (out * upstream).sum().backward()
-    (ref * upstream).sum().backward()
-    torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(tokens.grad, ref_tokens.grad, rtol=1e-4, atol=1e-6)
-
-
-def test_single_pass_is_stable_when_a_prompt_dominates(tiny_clip):
-    """Prompt scores in the thousands, far above the real tokens': no overflow, and as accurate
-    as fp32 allows (checked against the reference in float64)."""
-    attn = tiny_clip.visual.transformer.resblocks[0].attn
-    h = torch.randn(2, 5, 128, generator=torch.Generator().manual_seed(0))
-    tokens, logits, _ = random_mixture(128)
-    tokens, weights = tokens.detach() * 300.0, torch.softmax(logits.detach(), 0)
-    with torch.no_grad():
-        out = mixture_attention(attn, h, CandidateMixture(tokens, torch.tensor(CANDIDATES), weights))
-        ref = reference_mixture_attention(copy.deepcopy(attn).double(), h.double(),
-                                          CandidateMixture(tokens.double(), torch.tensor(CANDIDATES), weights.double()))
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6 * ref.abs().max().item())
 
 
 @pytest.mark.parametrize("design", ["ivlp", "maple", "coop", "vpt"])

@@ -145,14 +145,15 @@ class SupernetPromptLearner(nn.Module):
 def build_supernet(clip_model, classnames: Sequence[str], branches: Sequence[str] = ("text", "vision"),
                    candidates: Iterable[int] = range(7), coupled: bool = False,
                    templates: Sequence[str] = (DEFAULT_TEMPLATE,), merge: str = "features",
-                   **learner_kwargs) -> PromptedCLIP:
+                   text_checkpoint: bool = False, **learner_kwargs) -> PromptedCLIP:
     """A :class:`PromptedCLIP` whose prompts are the search's candidate mixtures.
 
     The text input is the fixed prompt ("a photo of a {}." by default); every searched layer of
-    ``branches`` gets candidate prefixes of each length in ``candidates``.
+    ``branches`` gets candidate prefixes of each length in ``candidates``. ``text_checkpoint``:
+    activation checkpointing in the text encoder (see :class:`PromptedCLIP`).
     """
     backbone = BackboneSpec.of(clip_model)
     prompts = build_prompts(classnames, templates, 0, "prepend", backbone.context_length, merge=merge)
     learner = SupernetPromptLearner(backbone, branches, candidates, coupled, **learner_kwargs)
     learner.to(clip_model.logit_scale.device)
-    return PromptedCLIP(clip_model, prompts, learner)
+    return PromptedCLIP(clip_model, prompts, learner, text_checkpoint=text_checkpoint)
