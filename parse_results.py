@@ -76,7 +76,8 @@ def summarise(root: str, student_t: bool = False) -> Dict[str, float]:
         values = [acc for _, acc in runs]
         means[group] = statistics.fmean(values)
         seeds = " ".join(f"{seed}={acc:.2f}" for seed, acc in runs)
-        print(f"{group:<{width}}  {len(values):>5}  {means[group]:6.2f}  {interval(values, student_t):6.2f}   {seeds}")
+        spread = f"{interval(values, student_t):6.2f}" if len(values) >= 2 else f"{'-':>6}"  # one seed: no interval
+        print(f"{group:<{width}}  {len(values):>5}  {means[group]:6.2f}  {spread}   {seeds}")
     return means
 
 

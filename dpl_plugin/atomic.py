@@ -1,7 +1,9 @@
 """Atomic file writes: a reader sees the old file or the new one, never a half-written one.
 
 Used for everything a long run writes (searched configurations, checkpoints, histories), so that
-an interruption or a crash loses nothing that was already on disk.
+an interruption or a crash loses nothing that was already on disk. Files get the permissions that
+``open()`` would give them (0666 less the umask), not the owner-only 0600 of a temporary file: on a
+shared cluster, results are as readable as the logs beside them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,20 @@ import os
 import tempfile
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask can only set it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "wb"):
     """Open a temporary file beside ``path``; on success it replaces ``path`` in one step."""
@@ -18,6 +34,7 @@ def atomic_write(path: str, mode: str = "wb"):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

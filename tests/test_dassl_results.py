@@ -59,3 +59,13 @@ def test_base_to_new_harmonic_mean(tmp_path, capsys):
 def test_nothing_found_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="no finished runs"):
         parse_results.summarise(str(tmp_path))
+
+
+def test_a_single_seed_gets_no_interval(tmp_path, capsys):
+    write_log(str(tmp_path / "one" / "seed1"), 70.0)
+    for seed, acc in (("seed1", 80.0), ("seed2", 90.0)):
+        write_log(str(tmp_path / "two" / seed), acc)
+    parse_results.summarise(str(tmp_path))
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["one"][:4] == ["one", "1", "70.00", "-"] and "nan" not in " ".join(rows["one"])
+    assert rows["two"][:4] == ["two", "2", "85.00", f"{1.96 * 5.0 / math.sqrt(2):.2f}"]

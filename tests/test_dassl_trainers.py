@@ -5,7 +5,7 @@ The runs are independent processes; the module fixture starts them in three wave
 and the tests read what they printed and wrote:
 
 1. per trainer: search + train 1 epoch (``A``); for DPL_IVLP also an uninterrupted 2-epoch run; a
-   search-only run; a baseline run; a trainer file copied into a CoOp-like fork; ``scripts/base2new.sh``;
+   search-only run; a baseline run; ``scripts/base2new.sh`` (the drop-in into a fork: test_dassl_dropin.py);
 2. per trainer: the same command with 2 epochs, which resumes (``B``); a searched configuration
    trained with ``MODE train`` and native insertion; a longer search resumed from its checkpoint;
    ``scripts/base2new.sh`` again (skips finished runs);
@@ -168,102 +168,6 @@ def run_wave(runs):
         return list(pool.map(lambda r: r(), runs))
 
 
-FORK_DATASET = '''\
-"""The fork's own Caltech101 reader (registered before the DPL trainer is imported)."""
-import json
-import os
-
-from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
-
-
-@DATASET_REGISTRY.register()
-class Caltech101(DatasetBase):
-    def __init__(self, cfg):
-        root = os.path.join(cfg.DATASET.ROOT, "caltech-101")
-        with open(os.path.join(root, "split_zhou_Caltech101.json")) as f:
-            split = json.load(f)
-        image_dir = os.path.join(root, "101_ObjectCategories")
-        read = lambda items: [Datum(os.path.join(image_dir, p), int(y), c) for p, y, c in items]
-        train, val, test = read(split["train"]), read(split["val"]), read(split["test"])
-        train = self.generate_fewshot_dataset(train, num_shots=cfg.DATASET.NUM_SHOTS)
-        val = self.generate_fewshot_dataset(val, num_shots=min(cfg.DATASET.NUM_SHOTS, 4))
-        print("FORK READER: Caltech101")
-        super().__init__(train_x=train, val=val, test=test)
-'''
-
-FORK_CLIP = {  # forks vendor clip/ at their root; MaPLe's build_model takes an extra argument
-    "__init__.py": "from .model import build_model  # noqa: F401\n",
-    "model.py": "def build_model(state_dict, design_details):\n"
-                "    raise RuntimeError('the DPL trainer used the fork\\'s vendored clip')\n",
-}
-
-FORK_TRAIN = '''\
-"""A CoOp-like fork's train.py; the two lines marked (+) are the whole integration."""
-import argparse
-
-import clip  # noqa: F401  (the fork's vendored copy, which shadows the installed package)
-from dassl.config import get_cfg_default
-from dassl.engine import build_trainer
-from dassl.utils import set_random_seed, setup_logger
-
-import datasets.caltech101  # noqa: F401
-from trainers.dpl_maple import extend_dpl_cfg  # (+) registers DPL_MaPLe
-
-
-def extend_cfg(cfg):
-    from yacs.config import CfgNode as CN
-
-    cfg.TRAINER.MAPLE = CN()
-    cfg.TRAINER.MAPLE.N_CTX = 2
-    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
-    cfg.TRAINER.MAPLE.PREC = "fp16"
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9
-    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
-
-
-def setup_cfg(args):
-    cfg = get_cfg_default()
-    extend_cfg(cfg)
-    extend_dpl_cfg(cfg)  # (+)
-    cfg.merge_from_file(args.dataset_config_file)
-    cfg.merge_from_file(args.config_file)
-    cfg.DATASET.ROOT, cfg.OUTPUT_DIR, cfg.SEED, cfg.TRAINER.NAME = args.root, args.output_dir, args.seed, args.trainer
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    return cfg
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    for flag in ("--root", "--output-dir", "--trainer", "--config-file", "--dataset-config-file"):
-        parser.add_argument(flag, type=str, default="")
-    parser.add_argument("--seed", type=int, default=-1)
-    parser.add_argument("opts", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
-    cfg = setup_cfg(args)
-    set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
-    build_trainer(cfg).train()
-'''
-
-
-def make_fork(root):
-    fork = os.path.join(root, "fork")
-    os.makedirs(os.path.join(fork, "clip"), exist_ok=True)
-    for name, text in FORK_CLIP.items():
-        with open(os.path.join(fork, "clip", name), "w") as f:
-            f.write(text)
-    for package in ("datasets", "trainers"):
-        os.makedirs(os.path.join(fork, package), exist_ok=True)
-        open(os.path.join(fork, package, "__init__.py"), "w").close()
-    with open(os.path.join(fork, "datasets", "caltech101.py"), "w") as f:
-        f.write(FORK_DATASET)
-    with open(os.path.join(fork, "train.py"), "w") as f:
-        f.write(FORK_TRAIN)
-    shutil.copy(os.path.join(REPO, "trainers", "dpl_maple.py"), os.path.join(fork, "trainers"))
-    return fork
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     return Workspace(tmp_path_factory.mktemp("dassl_trainers"))
@@ -274,14 +178,12 @@ def runs(workspace):
     ws = workspace
     r = {"ws": ws}
     text = {t: ["TRAINER.DPL.TEXT", TEXT[t]] for t in TRAINERS}
-    fork = make_fork(ws.root)
     first = {f"A/{t}": ws.run(t, t, *text[t]) for t in TRAINERS}
     first["uninterrupted"] = ws.run("DPL_IVLP", "ivlp_uninterrupted", *text["DPL_IVLP"], "OPTIM.MAX_EPOCH", "2")
     first["search_only"] = ws.run("DPL_MaPLe", "search_only", "TRAINER.DPL.MODE", "search",
                                   "TRAINER.DPL.SEARCH.PLOT", "True")
     first["baseline"] = ws.run("DPL_MaPLe", "baseline", "TRAINER.DPL.MODE", "baseline",
                                "TRAINER.MAPLE.PROMPT_DEPTH", "2", "TRAINER.DPL.PREC", "fp16")
-    first["fork"] = ws.run("DPL_MaPLe", "fork", script=os.path.join(fork, "train.py"), cwd=fork)
     first["base2new"] = ScriptRun(ws, "base2new.sh", "caltech101")
     run_wave(first.values())
     r.update(first)
@@ -395,12 +297,6 @@ def test_baseline_mode_trains_the_hand_design_natively_without_search(runs):
     assert "Prompt configuration (native insertion, coupled): text [2, 2, 0] vision [2, 2, 0]" in log
     assert "TRAINER.DPL.PREC fp16 needs a GPU; running fp32 on cpu" in log
     assert "Finish training" in log and 0.0 <= run.accuracy <= 100.0
-
-
-def test_trainer_file_drops_into_a_coop_fork(runs):
-    log = runs["fork"].ok()
-    assert "FORK READER: Caltech101" in log  # the fork's own dataset reader, no clash with ours
-    assert "Searching prompt lengths" in log and "Finish training" in log and "* accuracy:" in log
 
 
 def test_base2new_script_follows_the_folder_conventions_and_skips_finished_runs(runs):

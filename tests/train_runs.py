@@ -1,0 +1,123 @@
+"""``train.py`` (this repository's or a fork's) run as a user runs it, for the Dassl tests.
+
+A :class:`Workspace` holds a small CLIP saved to a file, a small Caltech101 in CoOp's folder layout
+and a tiny config; a :class:`Run` is one ``python train.py ...`` process with what it printed and
+its exit code. Runs are real processes: exit codes, tracebacks and warnings are what a user sees.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Sequence
+
+import torch
+
+from conftest import make_clip
+from dassl_data import write_caltech101
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_PY = os.path.join(REPO, "train.py")
+CALTECH_CONFIG = os.path.join(REPO, "configs", "datasets", "caltech101.yaml")
+WORKERS = 2  # the machine may have only two cores; every process uses one thread
+
+# The command-line overrides that shrink a recipe (configs/trainers/*/vit_b16.yaml) to the tiny
+# CLIP and data: 32x32 images, one search epoch and one training epoch, no worker processes.
+TINY_OPTS = ("INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "16",
+             "OPTIM.MAX_EPOCH", "1", "TRAIN.CHECKPOINT_FREQ", "1", "TRAINER.DPL.SEARCH.EPOCHS", "1",
+             "TRAINER.DPL.SEARCH.VAL_BATCH_SIZE", "4", "TRAINER.DPL.SEARCH.PLOT", "False")
+
+
+def process_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "DPL_DEBUG")}  # a plain shell's
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", **extra)
+    return env
+
+
+class Run:
+    """One ``python SCRIPT ARGS`` process in ``cwd``: ``log`` (stdout and stderr), ``stdout``, ``stderr``
+    and ``returncode`` once called."""
+
+    def __init__(self, args: Sequence[str], output_dir: str, cwd: str = REPO, script: str = TRAIN_PY, **env):
+        self.args, self.output_dir, self.cwd, self.script, self.env = list(args), output_dir, cwd, script, env
+        self.stdout = self.stderr = ""
+        self.returncode: Optional[int] = None
+
+    @property
+    def command(self) -> List[str]:
+        return [sys.executable, self.script] + self.args
+
+    def __call__(self) -> "Run":
+        proc = subprocess.run(self.command, cwd=self.cwd, env=process_env(**self.env), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=600)
+        self.stdout, self.stderr, self.returncode = proc.stdout, proc.stderr, proc.returncode
+        return self
+
+    def interrupt_after(self, line_start: str) -> "Run":
+        """Run, and press Ctrl-C (SIGINT) once a stdout line starts with ``line_start``."""
+        proc = subprocess.Popen(self.command, cwd=self.cwd, env=process_env(**self.env), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        lines = []
+        deadline = time.monotonic() + 600
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(line_start) or time.monotonic() > deadline:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, self.stderr = proc.communicate(timeout=600)
+        self.stdout, self.returncode = "".join(lines) + rest, proc.returncode
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.stdout + self.stderr
+
+    def ok(self) -> str:
+        assert self.returncode == 0, f"{' '.join(self.args)} failed:\n{self.log[-4000:]}"
+        return self.stdout
+
+    def failed(self, code: int = 1) -> str:
+        """The message a failed run ends with (all of its stderr), after checking the exit code and
+        that no traceback was printed."""
+        assert self.returncode == code, f"expected exit code {code}, got {self.returncode}:\n{self.log[-3000:]}"
+        assert "Traceback" not in self.log, self.log[-3000:]
+        return self.stderr.strip()
+
+    def failed_with_one_line(self, code: int = 1) -> str:
+        message = self.failed(code)
+        assert len(message.splitlines()) == 1, f"stderr should be one message line:\n{self.stderr}"
+        return message
+
+    def path(self, *parts) -> str:
+        return os.path.join(self.output_dir, *parts)
+
+
+def run_all(runs):
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return list(pool.map(lambda r: r(), runs))
+
+
+class Workspace:
+    """A tiny CLIP file, a 4-class Caltech101 (10 images per class) and its 4-shot cache."""
+
+    def __init__(self, root):
+        self.root = str(root)
+        self.clip = os.path.join(self.root, "tiny_clip.pt")
+        torch.save(make_clip().state_dict(), self.clip)
+        self.data = os.path.join(self.root, "data")
+        self.classnames = write_caltech101(self.data, num_classes=4, images_per_class=10)
+
+    def run(self, name: str, *opts: str, trainer: str = "DPL_MaPLe", flags: Sequence[str] = (),
+            config: str = os.path.join(REPO, "configs", "trainers", "DPL_MaPLe", "vit_b16.yaml"),
+            root: Optional[str] = None, **env) -> Run:
+        """This repository's ``train.py`` on the workspace's data (or ``root``), writing ``output/<name>``;
+        ``opts`` come after the tiny overrides."""
+        output_dir = os.path.join(self.root, "output", name)
+        args = ["--root", root or self.data, "--seed", "1", "--trainer", trainer, "--dataset-config-file", CALTECH_CONFIG,
+                "--config-file", config, "--output-dir", output_dir, *flags, "DATASET.NUM_SHOTS", "4",
+                "MODEL.BACKBONE.NAME", self.clip, *TINY_OPTS, *opts]
+        return Run(args, output_dir, **env)
