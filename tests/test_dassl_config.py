@@ -40,7 +40,7 @@ def test_extend_cfg_adds_every_key_with_the_recipe_defaults():
     s = dpl.SEARCH
     assert (s.EPOCHS, s.BATCH_SIZE, s.VAL_BATCH_SIZE, s.LR, s.ALPHA_LR) == (80, 4, 16, 0.0035, 0.0035)
     assert tuple(s.ALPHA_BETAS) == (0.5, 0.999) and s.ALPHA_WEIGHT_DECAY == 0.0 and not s.SECOND_ORDER
-    assert dpl.TRAIN.INIT == "normal:0.02"
+    assert dpl.TRAIN.INIT == "normal:0.02" and dpl.TEXT_CHECKPOINT is False
     assert cfg.TRAINER.MAPLE.PROMPT_DEPTH == 9 and cfg.TRAINER.COOP.N_CTX == 16
     assert cfg.TRAINER.IVLP.N_CTX_TEXT == 2 and cfg.TRAINER.VPT.PROMPT_DEPTH_VISION == 1
     assert cfg.DATASET.SUBSAMPLE_CLASSES == "all"

@@ -371,3 +371,10 @@ def test_corrupt_or_foreign_checkpoints_give_clear_errors(workspace, tmp_path):
         trainer.load_model(str(tmp_path / "model"), epoch=2)
     with pytest.raises(FileNotFoundError, match="Available: \\['model.pth.tar-1', 'model.pth.tar-2'\\]"):
         trainer.load_model(str(tmp_path / "model"), epoch=5)
+
+
+def test_text_checkpoint_option_reaches_the_text_encoder(workspace, tmp_path):
+    baseline = ("TRAINER.DPL.MODE", "baseline", "TRAINER.MAPLE.PROMPT_DEPTH", "2")
+    assert not _trainer_in_process(workspace, tmp_path / "a", *baseline).model.text_encoder.checkpoint
+    trainer = _trainer_in_process(workspace, tmp_path / "b", *baseline, "TRAINER.DPL.TEXT_CHECKPOINT", "True")
+    assert trainer.model.text_encoder.checkpoint
