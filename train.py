@@ -14,11 +14,15 @@ traceback); Ctrl-C ends it with exit code 130, and the same command resumes it.
 """
 
 import argparse
+import os
 import sys
 
-import torch
+if int(os.environ.get("RANK", "0")) > 0:  # torchrun: progress bars from rank 0 only (read when tqdm loads)
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
-from dpl_plugin import cli
+import torch  # noqa: E402
+
+from dpl_plugin import cli, distributed  # noqa: E402
 from dpl_plugin.dassl import extend_cfg  # first: says how to install Dassl if it is missing
 from dpl_plugin.dassl.datasets import register_datasets
 from dpl_plugin.dassl.options import check_registered, merge_file, merge_options
@@ -88,10 +92,13 @@ def setup_cfg(args):
 def main(args):
     register_datasets()
     cfg = setup_cfg(args)
+    distributed.init_from_env(cfg.USE_CUDA)  # torchrun: one process per GPU (NCCL), or gloo on CPUs
+    distributed.quiet_other_ranks()  # rank 0 alone prints and writes log.txt
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
-        set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+        set_random_seed(cfg.SEED)  # the same on every rank: the same initial prompts
+    if distributed.is_main():
+        setup_logger(cfg.OUTPUT_DIR)
 
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
@@ -138,4 +145,8 @@ def build_parser():
 
 if __name__ == "__main__":
     args = build_parser().parse_args()
-    sys.exit(cli.run(lambda: main(args), debug=args.debug))
+    try:
+        code = cli.run(lambda: main(args), debug=args.debug)
+    finally:
+        distributed.shutdown()
+    sys.exit(code)

@@ -6,6 +6,10 @@ CFG=${DPL_CFG:-vit_b16}                  # configs/trainers/${TRAINER}/${CFG}.ya
 OUTPUT=${DPL_OUTPUT:-output}             # results go to ${OUTPUT}/... (CoOp/MaPLe folder conventions)
 SEEDS=${DPL_SEEDS:-"1 2 3"}
 PYTHON=${DPL_PYTHON:-python}
+# Processes per run: 1, or N to split every batch and the class prompts across N processes with
+# torch.distributed (torchrun: one GPU each with NCCL, or N CPU processes with gloo). Batch sizes
+# stay global (the recipe's batch 4 is 2 images on each of 2 processes).
+GPUS=${DPL_GPUS:-1}
 # Extra KEY VALUE options appended to every run (no spaces inside a value), e.g. local CLIP weights:
 #   DPL_OPTS="MODEL.BACKBONE.NAME /models/ViT-B-16.pt DATALOADER.NUM_WORKERS 4"
 OPTS=${DPL_OPTS:-}
@@ -30,7 +34,11 @@ dpl_run() {
         echo "Dataset root '${DATA}' does not exist: set DPL_DATA (or DATA in scripts/env.sh)" >&2
         exit 1
     fi
-    "${PYTHON}" "${REPO}/train.py" \
+    local launch=("${PYTHON}")
+    if [ "${GPUS}" -gt 1 ]; then
+        launch=("${PYTHON}" -m torch.distributed.run --standalone --nproc_per_node "${GPUS}")
+    fi
+    "${launch[@]}" "${REPO}/train.py" \
         --root "${DATA}" \
         --trainer "${TRAINER}" \
         --dataset-config-file "${REPO}/configs/datasets/${dataset}.yaml" \

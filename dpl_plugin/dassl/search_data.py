@@ -6,7 +6,9 @@ from __future__ import annotations
 from dassl.data.data_manager import build_data_loader
 from dassl.data.transforms import build_transform
 
+from .. import distributed
 from ..errors import OptionError
+from . import distributed_data
 
 
 def search_loaders(cfg, dataset, batch_size: int, val_batch_size: int):
@@ -24,8 +26,19 @@ def search_loaders(cfg, dataset, batch_size: int, val_batch_size: int):
     if all(item.impath in test_paths for item in dataset.val):
         print(f"WARNING: the validation split of {cfg.DATASET.NAME} is part of its test split: the search "
               f"tunes alpha on test images")
+    if distributed.active():  # several processes: each takes its share of every (global) batch
+        return _split_loaders(cfg, dataset, batch_size, val_batch_size)
     train = build_data_loader(cfg, sampler_type=cfg.DATALOADER.TRAIN_X.SAMPLER, data_source=dataset.train_x,
                               batch_size=batch_size, tfm=build_transform(cfg, is_train=True), is_train=True)
     val = build_data_loader(cfg, sampler_type="RandomSampler", data_source=dataset.val,
                             batch_size=val_batch_size, tfm=build_transform(cfg, is_train=False), is_train=False)
+    return train, val
+
+
+def _split_loaders(cfg, dataset, batch_size: int, val_batch_size: int):
+    shuffle = distributed_data.shuffles(cfg.DATALOADER.TRAIN_X.SAMPLER, "DATALOADER.TRAIN_X.SAMPLER")
+    train = distributed_data.train_loader(cfg, dataset.train_x, batch_size, build_transform(cfg, is_train=True),
+                                          "TRAINER.DPL.SEARCH.BATCH_SIZE", shuffle=shuffle)
+    val = distributed_data.train_loader(cfg, dataset.val, val_batch_size, build_transform(cfg, is_train=False),
+                                        "TRAINER.DPL.SEARCH.VAL_BATCH_SIZE", is_train=False)
     return train, val

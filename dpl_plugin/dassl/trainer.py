@@ -26,13 +26,14 @@ import torch.nn.functional as F
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 
-from .. import PromptConfig, PromptConfigError, build_prompted_clip, load_clip
+from .. import PromptConfig, PromptConfigError, build_prompted_clip, distributed, load_clip
 from ..backbone import BackboneSpec
 from ..checkpoint import CorruptCheckpointError
 from ..designs import get_design
 from ..lock import lock_output_dir
 from ..errors import OptionError
 from ..reproducibility import capture_rng_state, restore_rng_state, seed_everything
+from ..sharded_data import set_epoch
 from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet
 from ..search import definition
 from ..steps import check_finite, check_finite_logits
@@ -40,6 +41,8 @@ from ..templates import DATASET_TEMPLATES, IMAGENET_TEMPLATES
 from ..text_inputs import DEFAULT_TEMPLATE
 from . import checkpoints
 from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
+from .distributed_data import split_loaders
+from .gathered_evaluator import GatheredEvaluator
 from .optim import build_optimizer_and_scheduler
 from .search_data import search_loaders
 from .search_definition import search_definition
@@ -60,11 +63,23 @@ class DPLTrainer(TrainerX):
         baseline's config node (e.g. ``TRAINER.MAPLE``)."""
         raise NotImplementedError
 
+    def __init__(self, cfg):
+        # Started by torchrun: join the process group before Dassl builds loaders and the model
+        # (train.py has joined already; a fork's train.py need not). Ranks other than 0 stay quiet.
+        distributed.init_from_env(cfg.USE_CUDA)
+        distributed.quiet_other_ranks()
+        super().__init__(cfg)
+
     # -- Dassl hooks -------------------------------------------------------------------------------
     def check_cfg(self, cfg):
         require_dpl_keys(cfg, type(self))
         check_dpl_cfg(cfg)
         fit_workers_to_cpus(cfg)
+
+    def build_data_loader(self):
+        super().build_data_loader()
+        if distributed.active():  # never Dassl's DataParallel: each process takes its share of the data
+            self.train_loader_x, self.val_loader, self.test_loader = split_loaders(self.cfg, self.dm.dataset)
 
     def build_model(self):
         cfg = self.cfg
@@ -72,9 +87,12 @@ class DPLTrainer(TrainerX):
         _route_library_logs_to_stdout()
         self.design = get_design(self.design_name)
         self.precision = self._precision()
-        if self.device.type == "cuda" and torch.cuda.device_count() > 1:
-            print(f"{torch.cuda.device_count()} GPUs are visible; DPL runs on one ({self.device}) and leaves the "
-                  f"others idle. Choose it with CUDA_VISIBLE_DEVICES.")
+        if self.device.type == "cuda" and distributed.active():
+            self.device = torch.device("cuda", torch.cuda.current_device())  # this process's GPU (LOCAL_RANK)
+        elif self.device.type == "cuda" and torch.cuda.device_count() > 1:
+            print(f"{torch.cuda.device_count()} GPUs are visible; one process runs on one ({self.device}) and leaves "
+                  f"the others idle. Use them all with torchrun --nproc_per_node {torch.cuda.device_count()} "
+                  f"(DPL_GPUS in scripts/env.sh), or choose one with CUDA_VISIBLE_DEVICES.")
         print(f"Loading CLIP ({cfg.MODEL.BACKBONE.NAME}, {self.precision}) on {self.device}")
         self.clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, self.device, self.precision)
         self.backbone = BackboneSpec.of(self.clip_model, name=cfg.MODEL.BACKBONE.NAME)
@@ -99,14 +117,19 @@ class DPLTrainer(TrainerX):
                       f"TRAINER.DPL.CONFIG_FILE {path} (or MODE dpl with this output directory)")
                 return
             self._install(self._for_training(config))
-        self.prompt_config.save(osp.join(self.output_dir, TRAINED_CONFIG))
+        if distributed.is_main():
+            self.prompt_config.save(osp.join(self.output_dir, TRAINED_CONFIG))
         if self.optim is None:
             print("The prompt configuration has no prompt tokens: nothing to train; evaluating CLIP as it is")
             if not self.cfg.TEST.NO_TEST:
                 self.test()
             return
         self._reseed()  # the same data order whether or not a search ran before
+        self._seed_rank()
         super().train()
+
+    def before_epoch(self):
+        set_epoch(self.train_loader_x, self.epoch)  # several processes: a new shared permutation per epoch
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
@@ -115,13 +138,18 @@ class DPLTrainer(TrainerX):
             loss = F.cross_entropy(logits, labels)
         check_finite(loss, "training", f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}",
                      self._saved_checkpoints())
+        params = self.model.learnable_parameters()
         if self.scaler is not None:
             self.optim.zero_grad()
             self.scaler.scale(loss).backward()
+            distributed.average_parameter_gradients(params)  # several processes: the mean over ranks
             self.scaler.step(self.optim)
             self.scaler.update()
         else:
-            self.model_backward_and_update(loss)
+            self.model_zero_grad()
+            self.model_backward(loss)
+            distributed.average_parameter_gradients(params)
+            self.model_update()
         summary = {"loss": loss.item(), "acc": compute_accuracy(logits, labels)[0].item()}
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()  # once per epoch, as the CoOp family does
@@ -134,13 +162,22 @@ class DPLTrainer(TrainerX):
         if self.model is None:
             raise OptionError("there is no model to evaluate: this run has no prompt configuration yet. Pass "
                               "--model-dir (a trained run's output folder), or train first")
+        if distributed.active() and not isinstance(self.evaluator, GatheredEvaluator):
+            self.evaluator = GatheredEvaluator(self.evaluator)  # each process evaluates its share of the images
         with self.model.cached_text_features():  # class text features once, not once per batch
             return super().test(split)
 
     def model_inference(self, input):
         logits = self.model(input)
-        check_finite_logits(logits, "evaluation")  # else Dassl reports an accuracy of NaN logits' argmax
+        if not distributed.active():  # several processes: GatheredEvaluator checks, on all of them at once
+            check_finite_logits(logits, "evaluation")  # else Dassl reports an accuracy of NaN logits' argmax
         return logits
+
+    def init_writer(self, log_dir):
+        if distributed.is_main():  # rank 0 alone writes tensorboard events
+            super().init_writer(log_dir)
+        else:
+            self._writer = None
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _saved_checkpoints(self) -> str:
@@ -165,13 +202,15 @@ class DPLTrainer(TrainerX):
             "scheduler": self.sched.state_dict() if self.sched is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "val_result": val_result,
-            "rng": capture_rng_state(),
+            "rng": distributed.per_rank(capture_rng_state()),  # several processes: every rank's
         }
         folder = osp.join(directory, MODEL_NAME)
-        path = checkpoints.write(state, folder, model_name or checkpoints.epoch_file(epoch + 1))
-        print(f"Checkpoint saved to {path}")
-        if is_best and not model_name:
-            checkpoints.write(state, folder, checkpoints.BEST)
+        if distributed.is_main():
+            path = checkpoints.write(state, folder, model_name or checkpoints.epoch_file(epoch + 1))
+            print(f"Checkpoint saved to {path}")
+            if is_best and not model_name:
+                checkpoints.write(state, folder, checkpoints.BEST)
+        distributed.barrier()  # the others may read it next (the best model, at the end)
 
     def resume_model_if_exist(self, directory):
         path = checkpoints.latest(osp.join(directory, MODEL_NAME))
@@ -188,7 +227,7 @@ class DPLTrainer(TrainerX):
         for part, target in (("optimizer", self.optim), ("scheduler", self.sched), ("scaler", self.scaler)):
             if target is not None and state.get(part) is not None:
                 target.load_state_dict(state[part])
-        restore_rng_state(state["rng"])  # continue exactly as the uninterrupted run would have
+        restore_rng_state(distributed.own(state["rng"]))  # continue exactly as the uninterrupted run would have
         print(f"Resumed from {path} (epoch {state['epoch']})")
         return state["epoch"]
 
@@ -222,12 +261,12 @@ class DPLTrainer(TrainerX):
         templates, merge = self._text_input(s.TEXT)
         model = build_supernet(self.clip_model, self.classnames, candidates=cfg.TRAINER.DPL.CANDIDATES,
                                templates=templates or (DEFAULT_TEMPLATE,), merge=merge, text_init=s.TEXT_INIT,
-                               vision_init=s.VISION_INIT, text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT,
-                               **self.design.search_space()).to(self.device)
+                               vision_init=s.VISION_INIT, **self.design.search_space()).to(self.device)
         learner = model.prompt_learner
         optimizer, scheduler = build_optimizer_and_scheduler(learner.prompt_parameters(), cfg.OPTIM, lr=s.LR,
                                                              max_epoch=s.EPOCHS)
         train_loader, val_loader = search_loaders(cfg, self.dm.dataset, s.BATCH_SIZE, s.VAL_BATCH_SIZE)
+        self._seed_rank()
         settings = SearchSettings(
             epochs=s.EPOCHS, alpha_lr=s.ALPHA_LR, alpha_betas=tuple(s.ALPHA_BETAS),
             alpha_weight_decay=s.ALPHA_WEIGHT_DECAY, second_order=s.SECOND_ORDER, early_stop_patience=s.EARLY_STOP,
@@ -302,8 +341,7 @@ class DPLTrainer(TrainerX):
         init = cfg.TRAINER.DPL.TRAIN.INIT
         templates, merge = self._text_input(cfg.TRAINER.DPL.TEXT)
         model = build_prompted_clip(self.clip_model, self.classnames, config, ctx_init=self.ctx_init,
-                                    templates=templates, merge=merge, text_init=init, vision_init=init,
-                                    text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT).to(self.device)
+                                    templates=templates, merge=merge, text_init=init, vision_init=init).to(self.device)
         learner = model.prompt_learner
         params = [p for p in learner.parameters() if p.requires_grad]
         optim = sched = None
@@ -338,6 +376,12 @@ class DPLTrainer(TrainerX):
     def _reseed(self) -> None:
         if self.cfg.SEED >= 0:
             seed_everything(self.cfg.SEED)
+
+    def _seed_rank(self) -> None:
+        """Several processes: after the model is built (the same on all), ranks other than 0 draw their
+        own augmentations; rank 0 goes on as one process would."""
+        if self.cfg.SEED >= 0 and distributed.rank() > 0:
+            seed_everything(distributed.rank_seed(self.cfg.SEED))
 
 
 def _structure(config: dict) -> dict:
