@@ -20,7 +20,10 @@ keep their values, and calling ``extend_cfg`` twice changes nothing.
   prompts are learned), ``custom`` (CoOp's hand-written prompt of the dataset);
 * ``SEARCH.*``: the search stage (epochs, batch sizes, prompt and alpha learning rates, ...); the
   prompt optimizer's other settings (momentum, weight decay, warm-up) come from ``OPTIM``;
-* ``TRAIN.INIT``: initialisation of the trained prompts.
+* ``TRAIN.INIT``: initialisation of the trained prompts;
+* ``TEXT_CHECKPOINT``: activation checkpointing in the text encoder, search and train stages: its
+  activations are recomputed in the backward pass instead of kept (far less memory with many
+  classes, such as ImageNet's 1,000, for one more forward pass of the text encoder per step).
 
 Batch sizes (``DATALOADER.TRAIN_X.BATCH_SIZE``, ``SEARCH.BATCH_SIZE``, ``SEARCH.VAL_BATCH_SIZE``,
 ``DATALOADER.TEST.BATCH_SIZE``) are global: under ``torchrun`` with N processes each takes 1/N of
@@ -47,6 +50,7 @@ _DPL = {
     "CANDIDATES": (0, 1, 2, 3, 4, 5, 6),
     "PREC": "fp32",
     "TEXT": "default",
+    "TEXT_CHECKPOINT": False,  # recompute the text encoder's activations in backward (many classes)
     "SEARCH": {
         "EPOCHS": 80,
         "BATCH_SIZE": 4,

@@ -261,7 +261,8 @@ class DPLTrainer(TrainerX):
         templates, merge = self._text_input(s.TEXT)
         model = build_supernet(self.clip_model, self.classnames, candidates=cfg.TRAINER.DPL.CANDIDATES,
                                templates=templates or (DEFAULT_TEMPLATE,), merge=merge, text_init=s.TEXT_INIT,
-                               vision_init=s.VISION_INIT, **self.design.search_space()).to(self.device)
+                               vision_init=s.VISION_INIT, text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT,
+                               **self.design.search_space()).to(self.device)
         learner = model.prompt_learner
         optimizer, scheduler = build_optimizer_and_scheduler(learner.prompt_parameters(), cfg.OPTIM, lr=s.LR,
                                                              max_epoch=s.EPOCHS)
@@ -341,7 +342,8 @@ class DPLTrainer(TrainerX):
         init = cfg.TRAINER.DPL.TRAIN.INIT
         templates, merge = self._text_input(cfg.TRAINER.DPL.TEXT)
         model = build_prompted_clip(self.clip_model, self.classnames, config, ctx_init=self.ctx_init,
-                                    templates=templates, merge=merge, text_init=init, vision_init=init).to(self.device)
+                                    templates=templates, merge=merge, text_init=init, vision_init=init,
+                                    text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT).to(self.device)
         learner = model.prompt_learner
         params = [p for p in learner.parameters() if p.requires_grad]
         optim = sched = None
