@@ -65,7 +65,7 @@ def main():
     print(f"Zero-shot accuracy: {evaluate(zero_shot, test_loader, progress=False):.1f}%")
 
     # Stage 1: search prompt lengths (0..6 tokens) per layer and branch; alpha learns on `val`.
-    seed_everything(args.seed)  # as scripts/demo_experiment.py does, so that both find the same lengths
+    seed_everything(args.seed)  # the search starts from the same state whatever ran before it
     result = search_prompt_lengths(
         clip_model, classnames, DataLoader(train, batch_size=4, shuffle=True),
         DataLoader(val, batch_size=16, shuffle=True), design=args.design, candidates=range(7),
