@@ -17,6 +17,7 @@ from . import distributed
 from .backbone import BackboneSpec
 from .config import PromptConfig
 from .encoders import PromptedImageEncoder, PromptedTextEncoder
+from .initialization import context_embeddings, random_part, template_plan
 from .learners import PromptLearner, PromptSet
 from .text_inputs import TokenizedPrompts, build_prompts, plan_text_input
 
@@ -147,18 +148,23 @@ def build_prompted_clip(
     """A :class:`PromptedCLIP` with fixed-length prompts as ``config`` describes them.
 
     ``ctx_init`` (e.g. "a photo of a") gives the text input tokens their initial values under
-    native insertion when it is long enough, as in CoOp and MaPLe; ``templates`` replaces the fixed
+    native insertion when it is long enough, as in CoOp and MaPLe; ``text_init="template"`` does
+    so in either form, with "a photo of a" when ``ctx_init`` is empty (:mod:`.initialization`); ``templates`` replaces the fixed
     text ("a photo of a {}."); several are merged per ``merge`` (see :class:`TokenizedPrompts`).
     ``text_checkpoint``: activation checkpointing in the text encoder (see :class:`PromptedCLIP`).
     """
     backbone = BackboneSpec.of(clip_model)
     config.validate(backbone)
+    text_init, ctx_init, from_context = template_plan(text_init, ctx_init)
+    vision_init = random_part(vision_init)
     templates, n_slots, mode = plan_text_input(config.insertion, config.input_length("text"), ctx_init, templates)
     prompts = build_prompts(classnames, templates, n_slots, mode, backbone.context_length, truncate, merge)
     layer0 = None
     if mode == "overlay":
         with torch.no_grad():
             layer0 = clip_model.token_embedding(prompts.tokens[0, 1: 1 + n_slots]).float()
+    elif from_context and config.text[0]:  # prefix form: the same words as keys and values
+        layer0 = context_embeddings(clip_model, ctx_init, config.text[0])
     learner = PromptLearner(config, backbone, text_init, vision_init, layer0_text=layer0)
     learner.to(clip_model.logit_scale.device)
     return PromptedCLIP(clip_model, prompts, learner, text_checkpoint=text_checkpoint)

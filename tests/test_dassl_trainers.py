@@ -194,6 +194,9 @@ def runs(workspace):
                                     "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.INSERTION", "native",
                                     "TEST.FINAL_MODEL", "best_val")
     second["search_resumed"] = ws.run("DPL_MaPLe", "search_resumed", "TRAINER.DPL.SEARCH.EPOCHS", "2")
+    second["init_searched"] = ws.run("DPL_MaPLe", "init_searched", "TRAINER.DPL.MODE", "train",
+                                     "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.TRAIN.INIT", "searched",
+                                     "OPTIM.WARMUP_CONS_LR", "1e-9", "TEST.NO_TEST", "True")
     shutil.copytree(first["search_only"].path("search"), second["search_resumed"].path("search"))
     second["base2new_again"] = ScriptRun(ws, "base2new.sh", "caltech101")
     run_wave(second.values())
@@ -288,6 +291,28 @@ def test_train_mode_trains_a_given_configuration_with_native_insertion(runs):
     # TEST.FINAL_MODEL best_val: validated every epoch, the best model deployed for the final test
     assert os.path.isfile(run.path("prompt_learner", "model-best.pth.tar"))
     assert "Deploy the model with the best val performance" in log and 'model-best.pth.tar" (epoch = 1)' in log
+
+
+def test_train_init_searched_starts_from_the_supernet_prompts(runs):
+    """One epoch at the warm-up's 1e-9 learning rate: the trained prompts are still the supernet's
+    candidates of the searched lengths, and the coupling maps the supernet's maps."""
+    from dpl_plugin.dassl import checkpoints
+
+    run = runs["init_searched"]
+    run.ok()
+    trained = checkpoints.read(run.path("prompt_learner", "model.pth.tar-1"))
+    search_dir = runs["search_only"].path("search")
+    supernet = torch.load(os.path.join(search_dir, "search_checkpoint.pth"), weights_only=True)["learner"]
+    candidates = list(range(7))
+    lengths = trained["prompt_config"]["text"]
+    assert any(lengths), "the searched configuration has no text prompts to compare"
+    for layer, n in enumerate(lengths):
+        if n:
+            start = sum(candidates[:n])
+            torch.testing.assert_close(trained["state_dict"][f"text.{layer}"],
+                                       supernet[f"text.{layer}"][start:start + n], atol=1e-5, rtol=0)
+            torch.testing.assert_close(trained["state_dict"][f"maps.{layer}.weight"],
+                                       supernet[f"maps.{layer}.weight"], atol=1e-5, rtol=0)
 
 
 def test_baseline_mode_trains_the_hand_design_natively_without_search(runs):

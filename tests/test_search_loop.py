@@ -81,16 +81,20 @@ def test_validation_batches_cycle_through_every_sample_reshuffled():
     assert len({tuple(p) for p in passes}) > 1  # a fresh shuffle per pass, not the same first batch
 
 
-def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_path):
+ALL_OPTIONS = dict(warmup_epochs=1, temperature=(2.0, 0.5), gumbel=True, token_cost=0.05, token_budget=2)
+
+
+@pytest.mark.parametrize("options", [{}, {"preset": "robust"}, ALL_OPTIONS], ids=["paper", "robust", "all-options"])
+def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_path, options):
     from dpl_plugin import load_clip
 
-    straight = make_search(tiny_clip, str(tmp_path / "a"), epochs=3)
+    straight = make_search(tiny_clip, str(tmp_path / "a"), epochs=3, **options)
     result = straight.run()
 
     class Interrupt(Exception):
         pass
 
-    interrupted = make_search(load_clip(tiny_clip_path), str(tmp_path / "b"), epochs=3)
+    interrupted = make_search(load_clip(tiny_clip_path), str(tmp_path / "b"), epochs=3, **options)
     real_loss = interrupted._loss
 
     def dies_in_epoch_two(batch, phase):  # the process is killed in the middle of epoch 2
@@ -104,7 +108,7 @@ def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_p
     assert torch.load(tmp_path / "b" / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
 
     torch.manual_seed(1234)  # a new process: different seed state, fresh objects
-    resumed = make_search(load_clip(tiny_clip_path), str(tmp_path / "b"), epochs=3, seed=99)
+    resumed = make_search(load_clip(tiny_clip_path), str(tmp_path / "b"), epochs=3, seed=99, **options)
     resumed_result = resumed.run()
     for (name, a), (_, b) in zip(straight.learner.state_dict().items(), resumed.learner.state_dict().items()):
         assert torch.equal(a, b), name
@@ -162,7 +166,7 @@ def test_empty_validation_loader_is_a_clear_error(tiny_clip):
 def test_resume_refuses_a_checkpoint_of_another_search(tiny_clip, tmp_path):
     make_search(tiny_clip, str(tmp_path), epochs=1).run()
     other = make_search(tiny_clip, str(tmp_path), epochs=2, candidates=(0, 2, 4, 6))
-    with pytest.raises(SearchStateMismatchError, match="another backbone, design or candidate set"):
+    with pytest.raises(SearchStateMismatchError, match=r"another backbone, design, candidate set or search option: candidates: \[0, 1, 3\] -> \[0, 2, 4, 6\]"):
         other.run()
 
 

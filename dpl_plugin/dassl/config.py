@@ -19,7 +19,9 @@ keep their values, and calling ``extend_cfg`` twice changes nothing.
   ``ensemble`` (the 60 templates' features averaged, CLIP-style: 60x the text cost when text
   prompts are learned), ``custom`` (CoOp's hand-written prompt of the dataset);
 * ``SEARCH.*``: the search stage (epochs, batch sizes, prompt and alpha learning rates, ...); the
-  prompt optimizer's other settings (momentum, weight decay, warm-up) come from ``OPTIM``;
+  prompt optimizer's other settings (momentum, weight decay, warm-up) come from ``OPTIM``. The keys
+  of :class:`~dpl_plugin.search.SearchSettings` are generated from its fields, including ``PRESET``
+  (``paper``: the official recipe; ``robust``) and the robustness options, ``None`` = the preset's;
 * ``TRAIN.INIT``: initialisation of the trained prompts;
 * ``TEXT_CHECKPOINT``: activation checkpointing in the text encoder, search and train stages: its
   activations are recomputed in the backward pass instead of kept (far less memory with many
@@ -37,6 +39,7 @@ import os
 from yacs.config import CfgNode as CN
 
 from ..errors import OptionError
+from ..search.settings import SearchSettings, yacs_defaults
 
 MODES = ("dpl", "search", "train", "baseline")
 PRECISIONS = ("fp32", "fp16", "amp")
@@ -52,19 +55,15 @@ _DPL = {
     "TEXT": "default",
     "TEXT_CHECKPOINT": False,  # recompute the text encoder's activations in backward (many classes)
     "SEARCH": {
-        "EPOCHS": 80,
+        # EPOCHS, ALPHA_*, SECOND_ORDER, EARLY_STOP, PLOT, PRESET and the robustness options
+        # (WARMUP_EPOCHS, TEMPERATURE, GUMBEL, TOKEN_COST, TOKEN_BUDGET): from SearchSettings' fields.
+        **yacs_defaults(),
         "BATCH_SIZE": 4,
         "VAL_BATCH_SIZE": 16,
         "LR": 0.0035,
-        "ALPHA_LR": 0.0035,
-        "ALPHA_BETAS": (0.5, 0.999),
-        "ALPHA_WEIGHT_DECAY": 0.0,
-        "SECOND_ORDER": False,
-        "EARLY_STOP": 0,  # > 0: stop once every layer's choice held this many epochs
         "TEXT": "default",  # the official search uses the single template "a photo of a {}."
         "TEXT_INIT": "uniform",
         "VISION_INIT": "normal:1",
-        "PLOT": True,  # alpha heatmaps (alpha_*.png) after every epoch
     },
     "TRAIN": {
         "INIT": "normal:0.02",
@@ -117,8 +116,13 @@ def check_dpl_cfg(cfg: CN) -> None:
     searches = dpl.MODE == "search" or (dpl.MODE == "dpl" and not dpl.CONFIG_FILE)
     if searches and dpl.SEARCH.EPOCHS < 1:
         raise OptionError(f"TRAINER.DPL.SEARCH.EPOCHS must be at least 1, got {dpl.SEARCH.EPOCHS}: a search of no "
-                          f"epochs would write a 'searched' configuration from untrained alpha. To train without a "
-                          f"search use TRAINER.DPL.MODE baseline, or MODE train with TRAINER.DPL.CONFIG_FILE")
+                         f"epochs would write a 'searched' configuration from untrained alpha. To train without a "
+                         f"search use TRAINER.DPL.MODE baseline, or MODE train with TRAINER.DPL.CONFIG_FILE")
+    if searches:
+        try:
+            SearchSettings.from_cfg(dpl.SEARCH).resolved()
+        except ValueError as err:
+            raise OptionError(f"TRAINER.DPL.SEARCH: {err}") from None
     if any(isinstance(c, bool) or not isinstance(c, int) for c in dpl.CANDIDATES):
         raise OptionError(f"TRAINER.DPL.CANDIDATES must be whole numbers of tokens, got {list(dpl.CANDIDATES)}")
     candidates = sorted(set(dpl.CANDIDATES))

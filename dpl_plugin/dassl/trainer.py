@@ -30,12 +30,14 @@ from .. import PromptConfig, PromptConfigError, build_prompted_clip, distributed
 from ..backbone import BackboneSpec
 from ..checkpoint import CorruptCheckpointError
 from ..designs import get_design
-from ..lock import lock_output_dir
 from ..errors import OptionError
+from ..initialization import SEARCHED
+from ..lock import lock_output_dir
 from ..reproducibility import capture_rng_state, restore_rng_state, seed_everything
 from ..sharded_data import set_epoch
 from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet
 from ..search import definition
+from ..search.inherit import inherit_prompts, supernet_from_checkpoint
 from ..steps import check_finite, check_finite_logits
 from ..templates import DATASET_TEMPLATES, IMAGENET_TEMPLATES
 from ..text_inputs import DEFAULT_TEMPLATE
@@ -268,10 +270,7 @@ class DPLTrainer(TrainerX):
                                                              max_epoch=s.EPOCHS)
         train_loader, val_loader = search_loaders(cfg, self.dm.dataset, s.BATCH_SIZE, s.VAL_BATCH_SIZE)
         self._seed_rank()
-        settings = SearchSettings(
-            epochs=s.EPOCHS, alpha_lr=s.ALPHA_LR, alpha_betas=tuple(s.ALPHA_BETAS),
-            alpha_weight_decay=s.ALPHA_WEIGHT_DECAY, second_order=s.SECOND_ORDER, early_stop_patience=s.EARLY_STOP,
-            precision="amp" if self.precision == "amp" else "fp32", resume=True, plot=s.PLOT)
+        settings = SearchSettings.from_cfg(s, precision="amp" if self.precision == "amp" else "fp32", resume=True)
         provenance = {"trainer": cfg.TRAINER.NAME, "design": self.design.name, "dataset": cfg.DATASET.NAME,
                       "shots": cfg.DATASET.NUM_SHOTS, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
                       "seed": cfg.SEED, "backbone": cfg.MODEL.BACKBONE.NAME, "search_epochs": s.EPOCHS,
@@ -344,6 +343,8 @@ class DPLTrainer(TrainerX):
         model = build_prompted_clip(self.clip_model, self.classnames, config, ctx_init=self.ctx_init,
                                     templates=templates, merge=merge, text_init=init, vision_init=init,
                                     text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT).to(self.device)
+        if init == SEARCHED:  # one-shot NAS: start from the supernet's prompts of the chosen lengths
+            inherit_prompts(model, self._searched_supernet(config).to(self.device))
         learner = model.prompt_learner
         params = [p for p in learner.parameters() if p.requires_grad]
         optim = sched = None
@@ -354,6 +355,13 @@ class DPLTrainer(TrainerX):
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" and params else None
         print(f"Prompt configuration ({config.insertion} insertion{', coupled' if config.coupled else ''}): "
               f"text {config.text} vision {config.vision}; {sum(p.numel() for p in params):,} learnable parameters")
+
+    def _searched_supernet(self, config: PromptConfig):
+        """The supernet that found ``config``, from the search checkpoint beside its file."""
+        source = self.cfg.TRAINER.DPL.CONFIG_FILE or osp.join(self.output_dir, SEARCH_DIR, CONFIG_FILE)
+        candidates = config.provenance.get("candidates", self.cfg.TRAINER.DPL.CANDIDATES)
+        return supernet_from_checkpoint(osp.join(osp.dirname(source), CHECKPOINT_FILE), self.backbone, candidates,
+                                        **self.design.search_space())
 
     # -- small helpers -----------------------------------------------------------------------------
     def _text_input(self, text: str) -> Tuple[Optional[Sequence[str]], str]:

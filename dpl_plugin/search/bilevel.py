@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -30,9 +31,13 @@ from ..progress import EpochProgress
 from ..reproducibility import capture_rng_state, restore_rng_state
 from ..sharded_data import set_epoch
 from ..steps import NonFiniteLossError, accuracy, check_finite, default_batch
+from .definition import differences, flatten
+from .discretize import confidence_summary, derive_config
 from .health import check_alpha
-from .history import AlphaHistory, derive_config, format_confidence
+from .history import AlphaHistory, format_confidence
 from .plots import plot_history
+from .regularizers import alpha_penalty
+from .settings import SearchSettings, temperature_at
 from .supernet import SupernetPromptLearner
 
 logger = logging.getLogger("dpl_plugin.search")
@@ -45,19 +50,6 @@ CHECKPOINT_FILE = "search_checkpoint.pth"
 
 class SearchStateMismatchError(DPLError, ValueError):
     """A checkpoint belongs to a different search (backbone, branches or candidate set)."""
-
-
-@dataclass
-class SearchSettings:
-    epochs: int = 80
-    alpha_lr: float = 3.5e-3
-    alpha_betas: Tuple[float, float] = (0.5, 0.999)
-    alpha_weight_decay: float = 0.0
-    second_order: bool = False
-    early_stop_patience: int = 0  # > 0: stop once every layer's choice held this many epochs
-    precision: str = "fp32"  # fp32 | amp (autocast + gradient scaling on CUDA)
-    resume: bool = True
-    plot: bool = True
 
 
 class CyclingIterator:
@@ -123,6 +115,9 @@ class SearchResult:
     output_dir: Optional[str]
     epochs_run: int
     files: Dict[str, str] = field(default_factory=dict)
+    supernet: Any = None  # the searched PromptedCLIP (its prompts seed TRAIN.INIT searched)
+    seconds: float = 0.0  # wall time of this call (a resumed search: since the resume)
+    val_accuracy: Optional[float] = None  # the supernet's accuracy on the whole validation set at the end
 
 
 class BilevelSearch:
@@ -142,10 +137,11 @@ class BilevelSearch:
         self.learner: SupernetPromptLearner = model.prompt_learner
         if not isinstance(self.learner, SupernetPromptLearner):
             raise TypeError("BilevelSearch needs a model built with a SupernetPromptLearner (see build_supernet)")
-        self.settings = settings or SearchSettings()
+        self.settings = (settings or SearchSettings()).resolved()
         if self.settings.second_order and self.settings.precision == "amp":
             raise ValueError("the second-order alpha step is implemented for fp32 only")
         self.train_loader, self.batch_fn = train_loader, batch_fn
+        self.val_loader = val_loader
         self.val_batches = CyclingIterator(val_loader)
         self.device = device or self.learner.lengths.device
         self.prompt_optimizer, self.scheduler = prompt_optimizer, scheduler
@@ -165,6 +161,7 @@ class BilevelSearch:
         self.history = AlphaHistory(self.learner.candidates)
         self.epoch = 0
         self.iteration = 0
+        self.val_accuracy: Optional[float] = None
 
     # -- losses and steps --------------------------------------------------------------------------
     def _loss(self, batch, phase: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -193,7 +190,7 @@ class BilevelSearch:
         if self.settings.second_order:
             return self._unrolled_alpha_step(val_batch, train_batch)
         loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
-        self._apply(loss, self.arch_params, self.alpha_optimizer)
+        self._apply(loss + alpha_penalty(self.learner, self.settings), self.arch_params, self.alpha_optimizer)
         return loss, logits, labels
 
     def _unrolled_alpha_step(self, val_batch, train_batch):
@@ -208,7 +205,8 @@ class BilevelSearch:
             for p, g in zip(params, grads):
                 p.sub_(xi * (g + decay * p))
         val_loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
-        grads = _grad(val_loss, self.arch_params + params)
+        objective = val_loss + alpha_penalty(self.learner, self.settings)  # the penalty does not depend on w
+        grads = _grad(objective, self.arch_params + params)
         alpha_grads = _zeros_for_none(grads[: len(self.arch_params)], self.arch_params)
         w_grads = _zeros_for_none(grads[len(self.arch_params):], params)
         eps = 0.01 / (torch.cat([g.flatten() for g in w_grads]).norm() + 1e-12)
@@ -231,24 +229,37 @@ class BilevelSearch:
         return val_loss, logits, labels
 
     # -- epochs ------------------------------------------------------------------------------------
+    def _alpha_moves(self) -> bool:
+        """False during warm-up: the candidate prompts train while alpha (and its Adam state) rest."""
+        return self.epoch >= self.settings.warmup_epochs
+
+    def _set_relaxation(self) -> None:
+        """The epoch's softmax temperature and sampling (functions of the epoch: nothing to resume)."""
+        self.learner.alpha.temperature = temperature_at(self.settings, self.epoch)
+        self.learner.alpha.gumbel = self.settings.gumbel
+
     def _run_epoch(self) -> Dict[str, float]:
         self.model.train()
         set_epoch(self.train_loader, self.epoch)
-        sums = {"train_loss": 0.0, "val_loss": 0.0, "train_acc": 0.0, "val_acc": 0.0}
+        self._set_relaxation()
+        moves = self._alpha_moves()
+        nan = float("nan")
+        sums = {"train_loss": 0.0, "val_loss": 0.0 if moves else nan, "train_acc": 0.0, "val_acc": 0.0 if moves else nan}
         count = 0
         total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
         bar = EpochProgress(self.train_loader, f"search {self.epoch + 1}/{self.settings.epochs}", self.epoch + 1,
                             self.settings.epochs, total=total, enabled=distributed.is_main())
         for self.iteration, train_batch in enumerate(bar):
-            val_loss, val_logits, val_labels = self._alpha_step(next(self.val_batches), train_batch)
+            if moves:
+                val_loss, val_logits, val_labels = self._alpha_step(next(self.val_batches), train_batch)
+                sums["val_loss"] += val_loss.item()
+                sums["val_acc"] += accuracy(val_logits, val_labels)
             loss, logits, labels = self._loss(train_batch, "training (prompt step)")
             self._apply(loss, self.prompt_params, self.prompt_optimizer)
             self.scaler.update()
             count += 1
             sums["train_loss"] += loss.item()
-            sums["val_loss"] += val_loss.item()
             sums["train_acc"] += accuracy(logits, labels)
-            sums["val_acc"] += accuracy(val_logits, val_labels)
             bar.set_postfix(train=f"{sums['train_loss'] / count:.3f}", val=f"{sums['val_loss'] / count:.3f}")
         if count == 0:
             raise ValueError("the training loader yields no batches")
@@ -262,6 +273,7 @@ class BilevelSearch:
         if path and self.settings.resume and os.path.isfile(path):
             self.load_state_dict(load_checkpoint(path, map_location=self.device))
             logger.info("Resumed the search from %s after epoch %d", path, self.epoch)
+        started = time.time()
         epochs = self.settings.epochs
         while self.epoch < epochs:
             stats = self._run_epoch()
@@ -277,17 +289,23 @@ class BilevelSearch:
                     save_checkpoint(state, path)
                     self._write_reports(final=False)
             patience = self.settings.early_stop_patience
-            if patience > 0 and self.history.stable_for(patience):
+            moved = self.epoch - self.settings.warmup_epochs  # choices cannot change during warm-up
+            if patience > 0 and moved >= patience and self.history.stable_for(patience):
                 logger.info("Every layer's choice has held for %d epochs: stopping after epoch %d", patience, self.epoch)
                 break
-        return self._finish()
+        return self._finish(time.time() - started)
 
     def _log_epoch(self, stats: Dict[str, float]) -> None:
-        current = derive_config(self.learner)
+        current = derive_config(self.learner, budget=self.settings.token_budget)
+        alpha = (f"val loss {stats['val_loss']:.4f} acc {stats['val_acc']:.1f}%"
+                 if self.epoch > self.settings.warmup_epochs else "alpha frozen (warm-up)")
+        with torch.no_grad():
+            tokens = self.learner.expected_tokens().item()
         logger.info(
-            "epoch [%d/%d] train loss %.4f acc %.1f%% | val loss %.4f acc %.1f%% | lr %.3e | text %s | vision %s",
-            self.epoch, self.settings.epochs, stats["train_loss"], stats["train_acc"], stats["val_loss"],
-            stats["val_acc"], self.prompt_optimizer.param_groups[0]["lr"], current.text, current.vision,
+            "epoch [%d/%d] train loss %.4f acc %.1f%% | %s | lr %.3e | T %.3g | E[tokens] %.1f | text %s | vision %s",
+            self.epoch, self.settings.epochs, stats["train_loss"], stats["train_acc"], alpha,
+            self.prompt_optimizer.param_groups[0]["lr"], self.learner.alpha.temperature, tokens,
+            current.text, current.vision,
         )
 
     def _write_reports(self, final: bool) -> Dict[str, str]:
@@ -299,18 +317,42 @@ class BilevelSearch:
         return files
 
     def config(self) -> PromptConfig:
-        return derive_config(self.learner, self.history, self.provenance)
+        info = {**self.provenance, "search": self.settings.definition()}
+        if self.val_accuracy is not None:
+            info["supernet_val_accuracy"] = round(self.val_accuracy, 2)
+        return derive_config(self.learner, self.history, info, self.settings.token_budget)
 
-    def _finish(self) -> SearchResult:
+    @torch.no_grad()
+    def _validation_accuracy(self) -> float:
+        """The supernet's accuracy on the whole validation set (deterministic mixture): the number
+        its searched configuration's trained accuracy is compared with (the discretisation gap)."""
+        self.model.eval()
+        correct = seen = 0
+        for batch in self.val_loader:
+            images, labels = (t.to(self.device) for t in self.batch_fn(batch))
+            with torch.autocast(self.device.type, enabled=self.autocast):
+                correct += (self.model(images).argmax(1) == labels).sum().item()
+            seen += labels.numel()
+        totals = distributed.sum_values({"correct": correct, "seen": seen})  # each process saw its share
+        return 100.0 * totals["correct"] / max(totals["seen"], 1)
+
+    def _finish(self, seconds: float) -> SearchResult:
+        rng = capture_rng_state()  # evaluating must not change what follows the search
+        self.val_accuracy = self._validation_accuracy()
+        restore_rng_state(rng)
         files = self._write_reports(final=True) if self.output_dir and distributed.is_main() else {}
         if self.history.epochs:
             logger.info("Searched configuration (per-layer confidence):\n%s", format_confidence(self.history))
-        return SearchResult(self.config(), self.history, self.output_dir, self.epoch, files)
+            logger.info("%s", confidence_summary(self.history).message)
+            logger.info("Supernet validation accuracy at the end of the search: %.1f%%", self.val_accuracy)
+        return SearchResult(self.config(), self.history, self.output_dir, self.epoch, files, self.model, seconds,
+                            self.val_accuracy)
 
     # -- state ------------------------------------------------------------------------------------
     def _signature(self) -> Dict[str, Any]:
         return {"candidates": list(self.learner.candidates),
-                "tables": {k: list(t.shape) for k, t in self.learner.alpha.tables.items()}}
+                "tables": {k: list(t.shape) for k, t in self.learner.alpha.tables.items()},
+                "settings": self.settings.definition()}
 
     def state_dict(self) -> Dict[str, Any]:
         return {
@@ -332,10 +374,11 @@ class BilevelSearch:
         if state.get("format") != "dpl-plugin/search-v1":
             raise SearchStateMismatchError("not a dpl-plugin search checkpoint")
         if state["signature"] != self._signature():
+            changed = "; ".join(differences(flatten(state["signature"]), flatten(self._signature())))
             raise SearchStateMismatchError(
-                f"the checkpoint was written by a search with {state['signature']}, but this search has "
-                f"{self._signature()} (another backbone, design or candidate set). Use another output "
-                f"directory, or delete {CHECKPOINT_FILE} to start this search over."
+                f"the checkpoint belongs to another search (another backbone, design, candidate set or search "
+                f"option: {changed}). Use another output directory, or delete {CHECKPOINT_FILE} to start this "
+                f"search over."
             )
         self.learner.load_state_dict(state["learner"])
         self.prompt_optimizer.load_state_dict(state["prompt_optimizer"])

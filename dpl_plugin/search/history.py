@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from ..atomic import atomic_write
-from ..config import PromptConfig
-from .supernet import COUPLED, SupernetPromptLearner
+from .supernet import SupernetPromptLearner
 
 
 @dataclass
@@ -99,39 +98,17 @@ class AlphaHistory:
             return cls.from_dict(json.load(f))
 
 
-def derive_config(learner: SupernetPromptLearner, history: Optional[AlphaHistory] = None,
-                  provenance: Optional[dict] = None) -> PromptConfig:
-    """``n[b, l] = argmax_c softmax(alpha[b, l])``, as a prefix-insertion :class:`PromptConfig`.
-
-    With a history, the per-layer confidence is recorded in the configuration's provenance.
-    """
-    lengths = {b: [0] * n for b, n in learner.layer_counts.items()}
-    for branch in learner.branches:
-        choice = learner.alpha.logits(branch).detach().argmax(dim=1).tolist()
-        for layer, k in enumerate(choice):
-            lengths[branch][layer] = learner.candidates[k]
-    info = dict(provenance or {})
-    info["candidates"] = list(learner.candidates)
-    if history is not None and history.epochs:
-        info["epochs"] = history.epochs
-        info["confidence"] = {key: [_rounded(asdict(c)) for c in history.confidence(key)] for key in history.tables}
-    return PromptConfig(text=lengths["text"], vision=lengths["vision"], insertion="prefix",
-                        coupled=learner.coupled, max_length=max(learner.candidates), provenance=info)
-
-
-def _rounded(entry: dict) -> dict:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in entry.items()}
-
-
-def format_confidence(history: AlphaHistory) -> str:
+def format_confidence(history: AlphaHistory, threshold: float = 0.6) -> str:
     """A table for logs: one line per layer and table."""
-    lines = [f"{'table':<8}{'layer':>6}{'length':>8}{'prob':>8}{'margin':>8}{'entropy*':>9}{'stable since':>14}"]
+    lines = [f"{'table':<8}{'layer':>6}{'length':>8}{'prob':>8}{'margin':>8}{'entropy*':>9}{'stable since':>14}"
+             f"{'decided':>9}"]
     for key in history.tables:
         for c in history.confidence(key):
             lines.append(f"{key:<8}{c.layer:>6}{c.length:>8}{c.probability:>8.3f}{c.margin:>8.3f}"
-                         f"{c.entropy / math.log(len(history.candidates)):>9.3f}{c.stable_since:>14}")
-    lines.append("* entropy / log|C|: 0 = certain, 1 = undecided")
+                         f"{c.entropy / math.log(len(history.candidates)):>9.3f}{c.stable_since:>14}"
+                         f"{'yes' if c.probability >= threshold else 'no':>9}")
+    lines.append(f"* entropy / log|C|: 0 = certain, 1 = undecided; decided: probability >= {threshold:g}")
     return "\n".join(lines)
 
 
-__all__ = ["AlphaHistory", "LayerConfidence", "derive_config", "format_confidence", "COUPLED"]
+__all__ = ["AlphaHistory", "LayerConfidence", "format_confidence"]

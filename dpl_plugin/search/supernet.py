@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Dict, Iterable, List, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..attention import CandidateMixture
@@ -44,12 +45,36 @@ class ArchitectureLogits(nn.Module):
         self.tables = nn.ParameterDict({
             key: nn.Parameter(init_std * torch.randn(n, num_candidates)) for key, n in tables.items()
         })
+        # How the mixture weights are drawn; set by the search loop each epoch, never learned.
+        self.temperature = 1.0
+        self.gumbel = False
 
     def logits(self, branch: str) -> torch.Tensor:
-        return self.tables[COUPLED if self.coupled else branch]
+        return self.tables[self.key(branch)]
 
     def probabilities(self, branch: str) -> torch.Tensor:
-        return torch.softmax(self.logits(branch), dim=-1)
+        """Deterministic ``softmax(alpha / T)``: what costs and budgets are computed from."""
+        return torch.softmax(self.logits(branch) / self.temperature, dim=-1)
+
+    def key(self, branch: str) -> str:
+        return COUPLED if self.coupled else branch
+
+    def mixture_weights(self) -> Dict[str, torch.Tensor]:
+        """Per table, the weights the supernet mixes candidates with: ``softmax(alpha / T)``, or in
+        training with ``gumbel`` one relaxed sample ``softmax((alpha + G) / T)`` (GDAS/SNAS), shared
+        by the branches of a coupled table."""
+        if self.gumbel and self.training:
+            return {k: F.gumbel_softmax(t, tau=self.temperature, hard=False, dim=-1) for k, t in self.tables.items()}
+        return {k: torch.softmax(t / self.temperature, dim=-1) for k, t in self.tables.items()}
+
+    def expected_tokens(self, lengths: torch.Tensor, branches_per_table: Dict[str, int]) -> torch.Tensor:
+        """``E[tokens] = sum over tables, layers of sum_c p_c * c`` (a coupled table counts once per
+        branch it prompts): the differentiable token cost (ProxylessNAS's expected latency)."""
+        total = lengths.new_zeros((), dtype=torch.float32)
+        for key, logits in self.tables.items():
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            total = total + branches_per_table[key] * (probs * lengths.to(probs.dtype)).sum()
+        return total
 
     def tables_by_name(self) -> Dict[str, torch.Tensor]:
         """Detached probability tables keyed as they are learned ("coupled" or a branch name)."""
@@ -129,11 +154,17 @@ class SupernetPromptLearner(nn.Module):
         out = {"text": [None] * self.layer_counts["text"], "vision": [None] * self.layer_counts["vision"]}
         if not sum(self.candidates):
             return PromptSet(out["text"], out["vision"])
+        tables = self.alpha.mixture_weights()
         for branch in self.branches:
-            weights = self.alpha.probabilities(branch)
+            weights = tables[self.alpha.key(branch)]
             for layer in range(self.searched_layers[branch]):
                 out[branch][layer] = self._mixture(self._packed(branch, layer), weights[layer])
         return PromptSet(out["text"], out["vision"])
+
+    def expected_tokens(self) -> torch.Tensor:
+        """Expected prompt tokens of the configuration under the current mixture (all branches)."""
+        per_table = {COUPLED: len(self.branches)} if self.coupled else {b: 1 for b in self.branches}
+        return self.alpha.expected_tokens(self.lengths, per_table)
 
     def candidate_prompt(self, branch: str, layer: int, length: int) -> torch.Tensor:
         """The ``length``-token candidate of ``layer`` (what the fixed-length model would use)."""
