@@ -49,5 +49,6 @@ def test_quickstart_runs_search_train_and_evaluation(tmp_path):
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Zero-shot accuracy:" in out.stdout and "Searched configuration" in out.stdout
+    assert "supernet validation accuracy" in out.stdout and "The search did not settle" in out.stdout
     assert "test accuracy:" in out.stdout
     assert (tmp_path / "searched_config.yaml").is_file() and (tmp_path / "alpha_coupled.png").is_file()
