@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from conftest import CLASSNAMES
-from dpl_plugin.search import CHECKPOINT_FILE, CONFIG_FILE, build_supernet
+from dpl_plugin.pipeline import search_prompt_lengths
+from dpl_plugin.search import CHECKPOINT_FILE, CONFIG_FILE, SearchSettings, build_supernet
 from dpl_plugin.search.health import UnhealthyAlphaError, check_alpha
-from test_search_loop import make_search
+from test_search_loop import loaders, make_search
 
 
 def test_an_absurd_alpha_lr_saturating_alpha_is_reported_not_searched(tiny_clip, tmp_path):
@@ -36,3 +37,10 @@ def test_non_finite_alpha_is_reported_with_its_table(tiny_clip):
                                                   r"steps.*ALPHA_LR .* 0.0035 is likely too large"):
         check_alpha(learner, optimizer)
 
+
+def test_a_search_of_no_epochs_is_refused_and_writes_nothing(tiny_clip, tmp_path):
+    train, val = loaders()
+    with pytest.raises(ValueError, match="at least one epoch"):
+        search_prompt_lengths(tiny_clip, CLASSNAMES, train, val, design="ivlp", candidates=(0, 1),
+                              settings=SearchSettings(epochs=0, plot=False), output_dir=str(tmp_path / "search"))
+    assert not os.path.exists(tmp_path / "search" / CONFIG_FILE)
