@@ -59,8 +59,11 @@ class Run:
 
     def interrupt_after(self, line_start: str) -> "Run":
         """Run, and press Ctrl-C (SIGINT) once a stdout line starts with ``line_start``."""
+        # SIGINT as a terminal's process has it: a parent started in the background (nohup, CI, time)
+        # may ignore it, and an ignored signal is inherited.
         proc = subprocess.Popen(self.command, cwd=self.cwd, env=process_env(**self.env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         lines = []
         deadline = time.monotonic() + 600
         for line in proc.stdout:
