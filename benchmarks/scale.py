@@ -14,7 +14,7 @@ Sections, one function each; ``main`` runs the chosen ones and prints them toget
   (``TRAINER.DPL.TEXT_CHECKPOINT``), each in fresh processes: peak resident memory above the
   process's memory before the step (with freed tensors returned to the system at once, see
   ``EXACT_RSS``), and the step's time. Target: with checkpointing at most a third of the memory
-  at no more than 1.35x the time. Needs about 10 GB and some 10 minutes on 2 cores.
+  at no more than 1.35x the time. Needs about 8 GB and some 10-15 minutes on 2 cores.
 * ``ranks``: the class prompts split across processes (``dpl_plugin.distributed``): the text side
   of a search step (the text branch's supernet at 1,000 classes: forward, gather, backward) with
   1 and with 2 gloo processes, one thread each, fresh processes; time per rank (the slowest rank
