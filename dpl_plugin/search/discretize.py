@@ -115,7 +115,7 @@ class ConfidenceSummary:
         undecided = ", ".join(f"{self.layers[k] - self.decided[k]} of {self.layers[k]} {k} layers"
                               for k in self.layers if self.decided[k] < self.layers[k])
         return (f"The search did not settle: {undecided} undecided (top probability < {self.threshold:g}); "
-                f"their lengths are guesses. Consider more epochs, WARMUP_EPOCHS, or PRESET robust.")
+                f"their lengths are guesses. Consider more epochs, a larger ALPHA_LR, or WARMUP_EPOCHS.")
 
 
 def confidence_summary(history: AlphaHistory, threshold: float = CONFIDENT) -> ConfidenceSummary:
