@@ -31,6 +31,7 @@ from ..progress import EpochProgress
 from ..reproducibility import capture_rng_state, restore_rng_state
 from ..sharded_data import set_epoch
 from ..steps import NonFiniteLossError, accuracy, check_finite, default_batch
+from ..training import evaluate
 from .definition import differences, flatten
 from .discretize import confidence_summary, derive_config
 from .health import check_alpha
@@ -322,23 +323,11 @@ class BilevelSearch:
             info["supernet_val_accuracy"] = round(self.val_accuracy, 2)
         return derive_config(self.learner, self.history, info, self.settings.token_budget)
 
-    @torch.no_grad()
-    def _validation_accuracy(self) -> float:
-        """The supernet's accuracy on the whole validation set (deterministic mixture): the number
-        its searched configuration's trained accuracy is compared with (the discretisation gap)."""
-        self.model.eval()
-        correct = seen = 0
-        for batch in self.val_loader:
-            images, labels = (t.to(self.device) for t in self.batch_fn(batch))
-            with torch.autocast(self.device.type, enabled=self.autocast):
-                correct += (self.model(images).argmax(1) == labels).sum().item()
-            seen += labels.numel()
-        totals = distributed.sum_values({"correct": correct, "seen": seen})  # each process saw its share
-        return 100.0 * totals["correct"] / max(totals["seen"], 1)
-
     def _finish(self, seconds: float) -> SearchResult:
         rng = capture_rng_state()  # evaluating must not change what follows the search
-        self.val_accuracy = self._validation_accuracy()
+        # The supernet on the whole validation split (deterministic mixture): the number its searched
+        # configuration's trained accuracy is compared with (the discretisation gap).
+        self.val_accuracy = evaluate(self.model, self.val_loader, self.batch_fn, progress=False)
         restore_rng_state(rng)
         files = self._write_reports(final=True) if self.output_dir and distributed.is_main() else {}
         if self.history.epochs:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Optional, Tuple
 
+from .definition import plain
+
 
 def _opt(default, key: str, help: str, **kwargs):
     return field(default=default, metadata={"key": key, "help": help, **kwargs})
@@ -55,7 +57,7 @@ class SearchSettings:
     def definition(self) -> Dict[str, Any]:
         """What makes two searches the same search (for checkpoints): all but length and cosmetics."""
         skip = {"epochs", "resume", "plot", "early_stop_patience"}
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
 
     @classmethod
     def from_cfg(cls, node, **extra) -> "SearchSettings":
@@ -91,10 +93,6 @@ def cosmetic_keys() -> Tuple[str, ...]:
 
 def _from_yacs(value):
     return tuple(value) if isinstance(value, list) else value
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value  # lists: as JSON and YAML read them back
 
 
 def _check(s: SearchSettings) -> None:
