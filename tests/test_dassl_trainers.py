@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -30,11 +29,11 @@ import torch  # noqa: E402
 
 from conftest import make_clip  # noqa: E402
 from dassl_data import write_caltech101  # noqa: E402
+from train_runs import run_all  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINERS = ["DPL_CoOp", "DPL_VPT", "DPL_IVLP", "DPL_MaPLe"]
 TEXT = {"DPL_CoOp": "custom", "DPL_VPT": "ensemble", "DPL_IVLP": "ensemble", "DPL_MaPLe": "default"}
-WORKERS = 2  # the machine may have only two cores; every process uses one thread
 
 TINY_CONFIG = """\
 DATALOADER:
@@ -163,11 +162,6 @@ class Workspace:
         return Run(args, output_dir, cwd or self.root, script or os.path.join(REPO, "train.py"))
 
 
-def run_wave(runs):
-    with ThreadPoolExecutor(WORKERS) as pool:
-        return list(pool.map(lambda r: r(), runs))
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     return Workspace(tmp_path_factory.mktemp("dassl_trainers"))
@@ -185,7 +179,7 @@ def runs(workspace):
     first["baseline"] = ws.run("DPL_MaPLe", "baseline", "TRAINER.DPL.MODE", "baseline",
                                "TRAINER.MAPLE.PROMPT_DEPTH", "2", "TRAINER.DPL.PREC", "fp16")
     first["base2new"] = ScriptRun(ws, "base2new.sh", "caltech101")
-    run_wave(first.values())
+    run_all(first.values())
     r.update(first)
 
     searched = first["search_only"].path("search", "searched_config.yaml")
@@ -199,7 +193,7 @@ def runs(workspace):
                                      "OPTIM.WARMUP_CONS_LR", "1e-9", "TEST.NO_TEST", "True")
     shutil.copytree(first["search_only"].path("search"), second["search_resumed"].path("search"))
     second["base2new_again"] = ScriptRun(ws, "base2new.sh", "caltech101")
-    run_wave(second.values())
+    run_all(second.values())
     r.update(second)
 
     third = {}
@@ -207,7 +201,7 @@ def runs(workspace):
         load_epoch = ["--load-epoch", "2"] if t in ("DPL_IVLP", "DPL_MaPLe") else []  # else: the latest
         third[f"C/{t}"] = ws.run(t, t + "_eval", *text[t],
                                  flags=["--eval-only", "--model-dir", r[f"B/{t}"].output_dir, *load_epoch])
-    run_wave(third.values())
+    run_all(third.values())
     r.update(third)
     return r
 
