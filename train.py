@@ -22,7 +22,8 @@ if int(os.environ.get("RANK", "0")) > 0:  # torchrun: progress bars from rank 0 
 
 import torch  # noqa: E402
 
-from dpl_plugin import cli, distributed  # noqa: E402
+from dpl_plugin.runtime import cli
+from dpl_plugin.runtime import distributed
 from dpl_plugin.dassl import extend_cfg  # first: says how to install Dassl if it is missing
 from dpl_plugin.dassl.datasets import register_datasets
 from dpl_plugin.dassl.options import check_registered, merge_file, merge_options

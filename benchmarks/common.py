@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-from dpl_plugin._clip import clip_model_module  # noqa: E402
+from dpl_plugin.backbones.clip_package import clip_model_module  # noqa: E402
 
 # (embed_dim, image_resolution, vision_layers, vision_width, patch, text_width, text_layers)
 SHAPES = {

@@ -6,7 +6,7 @@ Sections, one function each; ``main`` runs the chosen ones and prints them toget
 
 * ``mixture``: the single-pass candidate mixture against the fixed configuration with the
   largest candidate in every layer of both branches, at 20 and 100 classes, batch 2. Memory is
-  what autograd saves for backward (``dpl_plugin.memory.SavedActivations``), the bytes an
+  what autograd saves for backward (``dpl_plugin.runtime.memory.SavedActivations``), the bytes an
   accelerator holds between forward and backward; time is the fastest of interleaved steps (the
   least disturbed by other processes), wall-clock and CPU.
   Targets: at most 1.1x the fixed step's memory and at most 1.1x its time.
@@ -15,7 +15,7 @@ Sections, one function each; ``main`` runs the chosen ones and prints them toget
   process's memory before the step (with freed tensors returned to the system at once, see
   ``EXACT_RSS``), and the step's time. Target: with checkpointing at most a third of the memory
   at no more than 1.35x the time. Needs about 8 GB and some 10-15 minutes on 2 cores.
-* ``ranks``: the class prompts split across processes (``dpl_plugin.distributed``): the text side
+* ``ranks``: the class prompts split across processes (``dpl_plugin.runtime.distributed``): the text side
   of a search step (the text branch's supernet at 1,000 classes: forward, gather, backward) with
   1 and with 2 gloo processes, one thread each, fresh processes; time per rank (the slowest rank
   of each step). Target: 2 processes at most 0.6x one process's time.
@@ -97,7 +97,7 @@ def fastest(times) -> dict:
 
 def mixture_vs_fixed(class_counts, batch: int, repeats: int) -> dict:
     """Saved activations and step time of both variants at each class count, in this process."""
-    from dpl_plugin.memory import SavedActivations
+    from dpl_plugin.runtime.memory import SavedActivations
 
     rows = []
     for classes in class_counts:
@@ -206,7 +206,7 @@ def text_rank_worker(rank: int, world: int, port: int, classes: int, repeats: in
                       WORLD_SIZE=str(world))
     sys.path.insert(0, HERE)
     from common import random_clip  # first: puts the repository on sys.path
-    from dpl_plugin import distributed
+    from dpl_plugin.runtime import distributed
     from dpl_plugin.classnames import benchmark_classnames
     from dpl_plugin.search import build_supernet
 

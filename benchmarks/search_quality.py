@@ -56,18 +56,18 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 import dpl_plugin as dpl  # noqa: E402
-from dpl_plugin.atomic import atomic_write  # noqa: E402
-from dpl_plugin.pipeline import search_prompt_lengths  # noqa: E402
-from dpl_plugin.reproducibility import seed_everything  # noqa: E402
+from dpl_plugin.runtime.atomic import atomic_write  # noqa: E402
+from dpl_plugin.search.stage import search_prompt_lengths  # noqa: E402
+from dpl_plugin.runtime.reproducibility import seed_everything  # noqa: E402
 from dpl_plugin.search import SearchResult  # noqa: E402
 from dpl_plugin.search.discretize import confidence_summary  # noqa: E402
 from dpl_plugin.search.space import SearchSpace  # noqa: E402
-from dpl_plugin.text_inputs import bpe  # noqa: E402
-from dpl_plugin.training import TrainSettings, train_prompts  # noqa: E402
+from dpl_plugin.prompting.text_inputs import bpe  # noqa: E402
+from dpl_plugin.engine.training import TrainSettings, train_prompts  # noqa: E402
 from parse_results import interval  # noqa: E402
 
-try:  # one run per output folder (dpl_plugin.lock); without it, runs go unlocked
-    from dpl_plugin.lock import OutputLock
+try:  # one run per output folder (dpl_plugin.runtime.lock); without it, runs go unlocked
+    from dpl_plugin.runtime.lock import OutputLock
 except ImportError:
     OutputLock = contextlib.nullcontext
 try:  # TRAIN.INIT searched (issue 9, item 5); the inherited rows are left out where it is missing
@@ -78,7 +78,7 @@ _RESULT_FIELDS = {f.name for f in dataclasses.fields(SearchResult)}
 INHERITANCE = inherit_prompts is not None and "supernet" in _RESULT_FIELDS  # needs the searched supernet
 PRESETS = "preset" in {f.name for f in dataclasses.fields(dpl.SearchSettings)}  # search presets (item 3)
 # text_init="template" in either insertion form (issue 9, item 5); before it, native form only (ctx_init)
-TEMPLATE_ANY_FORM = hasattr(importlib.import_module("dpl_plugin.model"), "template_plan")
+TEMPLATE_ANY_FORM = hasattr(importlib.import_module("dpl_plugin.prompting.model"), "template_plan")
 
 DESIGNS = ("coop", "vpt", "ivlp", "maple")
 TEMPLATE = "a photo of a"  # the hand designs' text initialisation (MaPLe, IVLP)

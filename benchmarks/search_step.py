@@ -10,7 +10,7 @@ all of them), time = the fastest of ``--repeats`` steps:
   every layer of both branches (the cost floor a mixture cannot beat by much).
 
 Random weights, CPU, batch 2, C = {0..6}, both branches searched. Memory is what autograd saves
-for the backward pass (``dpl_plugin.memory.SavedActivations``: what an accelerator holds between
+for the backward pass (``dpl_plugin.runtime.memory.SavedActivations``: what an accelerator holds between
 forward and backward), not the process's resident memory, which depends on the CPU allocator.
 Targets (issue #3): single-pass at least 3x faster than per-candidate, and at most 1.2x the
 fixed-max step (issue 10, ``benchmarks/scale.py``: at most 1.1x in time and memory).
@@ -27,11 +27,11 @@ import time
 import torch
 
 from common import random_clip  # first: puts the repository on sys.path
-import dpl_plugin.insertion as insertion
+import dpl_plugin.prompting.insertion as insertion
 from dpl_plugin import PromptConfig, build_prompted_clip
-from dpl_plugin.attention import reference_mixture_attention
+from dpl_plugin.prompting.attention import reference_mixture_attention
 from dpl_plugin.classnames import benchmark_classnames
-from dpl_plugin.memory import SavedActivations
+from dpl_plugin.runtime.memory import SavedActivations
 from dpl_plugin.search import build_supernet
 
 VARIANTS = ("single-pass", "per-candidate", "fixed-max")

@@ -20,7 +20,7 @@ import torch
 from common import header, random_clip, timed
 from dpl_plugin import PromptConfig, build_prompted_clip
 from dpl_plugin.classnames import BENCHMARK_DATASETS, benchmark_classnames
-from dpl_plugin.text_inputs import build_prompts
+from dpl_plugin.prompting.text_inputs import build_prompts
 
 TEMPLATES = {"DPL (a photo of a {}.)": ("a photo of a {}.", 0), "CoOp (16 context tokens + {}.)": ("{}.", 16)}
 

@@ -1,18 +1,30 @@
-"""dpl-plugin: Differentiable Prompt Learning for the CoOp family of CLIP prompt learners."""
+"""dpl-plugin: Differentiable Prompt Learning for the CoOp family of CLIP prompt learners.
 
-from . import optim
-from .backbone import BackboneSpec, CorruptWeightsError, WeightsNotFoundError, load_clip
-from .config import PromptConfig, PromptConfigError
+The wings, each using only those listed before it: ``errors`` and ``prompt_config`` (the
+foundations), ``runtime/`` (processes and files), ``backbones/`` (loading and describing a CLIP
+family), ``prompting/`` (how prompts enter a frozen CLIP) with ``designs``, ``engine/`` (the train
+stage without Dassl), ``search/`` (stage 1), then ``dassl/`` and ``demo/``.
+"""
+
+from .backbones.openai_clip import BackboneSpec, CorruptWeightsError, WeightsNotFoundError, load_clip
 from .designs import DESIGNS, get_design
-from .learners import PromptLearner, PromptSet
-from .model import PromptedCLIP, build_prompted_clip
-from .search import BilevelSearch, SearchSettings, build_supernet
-from .text_inputs import ContextOverflowError, build_prompts
+from .engine import optim
+from .engine.training import TrainSettings, evaluate, train_prompts
+from .errors import DPLError, NonFiniteLogitsError, NonFiniteLossError, OptionError
+from .prompt_config import PromptConfig, PromptConfigError
+from .prompting.learners import PromptLearner, PromptSet
+from .prompting.model import PromptedCLIP, build_prompted_clip
+from .prompting.text_inputs import ContextOverflowError, build_prompts
+from .runtime import distributed, sharded_data
+from .search import BilevelSearch, SearchResult, SearchSettings, build_supernet
+from .search.stage import search_prompt_lengths
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackboneSpec", "BilevelSearch", "ContextOverflowError", "CorruptWeightsError", "DESIGNS", "PromptConfig",
-    "PromptConfigError", "PromptLearner", "PromptSet", "PromptedCLIP", "SearchSettings", "WeightsNotFoundError",
-    "build_prompted_clip", "build_prompts", "build_supernet", "get_design", "load_clip", "optim",
+    "BackboneSpec", "BilevelSearch", "ContextOverflowError", "CorruptWeightsError", "DESIGNS", "DPLError",
+    "NonFiniteLogitsError", "NonFiniteLossError", "OptionError", "PromptConfig", "PromptConfigError",
+    "PromptLearner", "PromptSet", "PromptedCLIP", "SearchResult", "SearchSettings", "TrainSettings",
+    "WeightsNotFoundError", "build_prompted_clip", "build_prompts", "build_supernet", "distributed", "evaluate",
+    "get_design", "load_clip", "optim", "sharded_data", "search_prompt_lengths", "train_prompts",
 ]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, Tuple
 
-from .backbone import BackboneSpec
-from .config import PromptConfig
+from .backbones.openai_clip import BackboneSpec
+from .prompt_config import PromptConfig
 
 
 @dataclass(frozen=True)

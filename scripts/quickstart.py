@@ -31,9 +31,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import dpl_plugin as dpl  # noqa: E402
 from dpl_plugin.demo.task import DEFAULT_SHIFT, as_datasets, demo_splits  # noqa: E402
-from dpl_plugin.reproducibility import seed_everything  # noqa: E402
-from dpl_plugin.pipeline import search_prompt_lengths  # noqa: E402
-from dpl_plugin.training import TrainSettings, evaluate, train_prompts  # noqa: E402
+from dpl_plugin.runtime.reproducibility import seed_everything  # noqa: E402
+from dpl_plugin.search.stage import search_prompt_lengths  # noqa: E402
+from dpl_plugin.engine.training import TrainSettings, evaluate, train_prompts  # noqa: E402
 
 
 def parse_args():

@@ -8,7 +8,7 @@ import torch
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
-from dpl_plugin._clip import clip_model_module  # noqa: E402
+from dpl_plugin.backbones.clip_package import clip_model_module  # noqa: E402
 from dpl_plugin import load_clip  # noqa: E402
 
 CLASSNAMES = ["cat", "golden_retriever", "sea turtle", "airliner", "a rather long class name for testing"]

@@ -5,9 +5,10 @@ import copy
 import pytest
 import torch
 
-import dpl_plugin.attention as attention
-from dpl_plugin.attention import CandidateMixture, mixture_attention, prefix_attention, reference_mixture_attention
-from dpl_plugin.memory import SavedActivations
+import dpl_plugin.prompting.attention as attention
+from dpl_plugin.prompting.attention import (CandidateMixture, mixture_attention, prefix_attention,
+                                            reference_mixture_attention)
+from dpl_plugin.runtime.memory import SavedActivations
 
 CANDIDATES = [0, 1, 2, 4, 6]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dpl_plugin import BackboneSpec, CorruptWeightsError, WeightsNotFoundError, load_clip
-from dpl_plugin._clip import clip_model_module
-from dpl_plugin.backbone import resolve_weights
+from dpl_plugin.backbones.clip_package import clip_model_module
+from dpl_plugin.backbones.openai_clip import resolve_weights
 
 from conftest import make_clip
 

@@ -16,7 +16,7 @@ from conftest import epoch_lrs  # noqa: E402
 from dpl_plugin import BackboneSpec  # noqa: E402
 from dpl_plugin.dassl import extend_cfg  # noqa: E402
 from dpl_plugin.dassl.config import check_dpl_cfg  # noqa: E402
-from dpl_plugin.dassl.optim import build_optimizer_and_scheduler  # noqa: E402
+from dpl_plugin.dassl.optim_from_cfg import build_optimizer_and_scheduler  # noqa: E402
 from dpl_plugin.designs import get_design  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

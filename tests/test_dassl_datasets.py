@@ -17,8 +17,7 @@ from dassl.utils import Registry  # noqa: E402
 from dassl_data import (SPLIT_LAYOUTS, VARIANT_LAYOUTS, imagenet_wnids, shipped_classnames,  # noqa: E402
                         write_caltech101, write_fgvc_aircraft, write_imagenet, write_imagenet_variant,
                         write_split_dataset)
-from dpl_plugin.dassl.datasets import (DATASET_NAMES, DatasetLayoutError, read_split, register_datasets,  # noqa: E402
-                                       save_split)
+from dpl_plugin.dassl.datasets import DATASET_NAMES, DatasetLayoutError, read_split, register_datasets, save_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CALTECH_SPLIT_ID = "1hyarUivQE36mY6jSomru6Fjd-JzwcCzN"

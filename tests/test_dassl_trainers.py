@@ -290,11 +290,11 @@ def test_train_mode_trains_a_given_configuration_with_native_insertion(runs):
 def test_train_init_searched_starts_from_the_supernet_prompts(runs):
     """One epoch at the warm-up's 1e-9 learning rate: the trained prompts are still the supernet's
     candidates of the searched lengths, and the coupling maps the supernet's maps."""
-    from dpl_plugin.dassl import checkpoints
+    from dpl_plugin.dassl import checkpoint_folder
 
     run = runs["init_searched"]
     run.ok()
-    trained = checkpoints.read(run.path("prompt_learner", "model.pth.tar-1"))
+    trained = checkpoint_folder.read(run.path("prompt_learner", "model.pth.tar-1"))
     search_dir = runs["search_only"].path("search")
     supernet = torch.load(os.path.join(search_dir, "search_checkpoint.pth"), weights_only=True)["learner"]
     candidates = list(range(7))
@@ -374,7 +374,7 @@ def test_configuration_of_another_design_is_rejected(workspace, tmp_path):
 
 def test_corrupt_or_foreign_checkpoints_give_clear_errors(workspace, tmp_path):
     from dpl_plugin import PromptConfigError
-    from dpl_plugin.checkpoint import CorruptCheckpointError
+    from dpl_plugin.engine.checkpoint import CorruptCheckpointError
 
     with pytest.raises(PromptConfigError, match="TRAINER.COOP, VPT, IVLP or MAPLE"):  # depth 9 > 3 layers
         _trainer_in_process(workspace, tmp_path, "TRAINER.DPL.MODE", "baseline")

@@ -11,12 +11,14 @@ import torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
 
 from conftest import CLASSNAMES
-from dpl_plugin import PromptConfig, build_prompted_clip, distributed, load_clip, sharded_data
-from dpl_plugin.optim import build_lr_scheduler, build_sgd
+from dpl_plugin import PromptConfig, build_prompted_clip, load_clip
+from dpl_plugin.runtime import distributed
+from dpl_plugin.runtime import sharded_data
+from dpl_plugin.engine.optim import build_lr_scheduler, build_sgd
 from dpl_plugin.search import BilevelSearch, SearchSettings, build_supernet
 from dpl_plugin.search.bilevel import CHECKPOINT_FILE, CyclingIterator
-from dpl_plugin.steps import NonFiniteLossError
-from dpl_plugin.training import TrainSettings, evaluate, train_prompts
+from dpl_plugin.errors import NonFiniteLossError
+from dpl_plugin.engine.training import TrainSettings, evaluate, train_prompts
 
 WORLD = 2
 C = len(CLASSNAMES)  # 5 classes: 3 on rank 0, 2 on rank 1

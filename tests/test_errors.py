@@ -7,15 +7,15 @@ import sys
 
 import pytest
 
-from dpl_plugin import cli
-from dpl_plugin.atomic import atomic_write, current_umask
-from dpl_plugin.backbone import CorruptWeightsError, WeightsNotFoundError
-from dpl_plugin.checkpoint import CheckpointNotFoundError, CorruptCheckpointError, load_checkpoint
-from dpl_plugin.config import PromptConfigError
+from dpl_plugin.runtime import cli
+from dpl_plugin.runtime.atomic import atomic_write, current_umask
+from dpl_plugin.backbones.openai_clip import CorruptWeightsError, WeightsNotFoundError
+from dpl_plugin.engine.checkpoint import CheckpointNotFoundError, CorruptCheckpointError, load_checkpoint
+from dpl_plugin.prompt_config import PromptConfigError
 from dpl_plugin.errors import DPLError, OptionError
 from dpl_plugin.search.bilevel import SearchStateMismatchError
-from dpl_plugin.steps import NonFiniteLossError
-from dpl_plugin.text_inputs import ContextOverflowError
+from dpl_plugin.errors import NonFiniteLossError
+from dpl_plugin.prompting.text_inputs import ContextOverflowError
 
 
 @pytest.mark.parametrize("error, builtin", [
@@ -85,6 +85,6 @@ def test_atomic_writes_honour_the_umask_like_open(tmp_path, umask):
 def test_importing_the_library_prints_no_warning():
     """clip's own pkg_resources deprecation notice is silenced where the project imports clip."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    proc = subprocess.run([sys.executable, "-W", "default", "-c", "import dpl_plugin, dpl_plugin.backbone"],
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", "import dpl_plugin, dpl_plugin.backbones.openai_clip"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "pkg_resources" not in proc.stderr, proc.stderr

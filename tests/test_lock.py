@@ -10,13 +10,13 @@ import sys
 import pytest
 
 from conftest import CLASSNAMES
-from dpl_plugin.lock import LOCK_FILE, OutputLock, OutputLockedError, lock_output_dir
-from dpl_plugin.pipeline import search_prompt_lengths
+from dpl_plugin.runtime.lock import LOCK_FILE, OutputLock, OutputLockedError, lock_output_dir
+from dpl_plugin.search.stage import search_prompt_lengths
 from dpl_plugin.search import SearchSettings
 from test_search_loop import loaders
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOLD = "import sys; from dpl_plugin.lock import lock_output_dir; lock_output_dir(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
+HOLD = "import sys; from dpl_plugin.runtime.lock import lock_output_dir; lock_output_dir(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
 
 
 def hold(folder):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import epoch_lrs
-from dpl_plugin.optim import build_lr_scheduler, build_sgd
+from dpl_plugin.engine.optim import build_lr_scheduler, build_sgd
 
 
 def test_constant_warmup_then_cosine_as_dassl_steps_it():

@@ -1,4 +1,4 @@
-"""Progress output: a bar only on a terminal, one line per epoch always (dpl_plugin.progress)."""
+"""Progress output: a bar only on a terminal, one line per epoch always (dpl_plugin.engine.progress)."""
 
 import contextlib
 import fcntl
@@ -8,7 +8,7 @@ import select
 import struct
 import termios
 
-from dpl_plugin.progress import EpochProgress, format_duration
+from dpl_plugin.engine.progress import EpochProgress, format_duration
 
 
 def _run_epoch(batches, **kwargs):

@@ -6,7 +6,7 @@ import torch
 import reference
 from conftest import CLASSNAMES
 from dpl_plugin import ContextOverflowError, PromptConfig, build_prompted_clip
-from dpl_plugin._clip import clip, clip_model_module
+from dpl_plugin.backbones.clip_package import clip, clip_model_module
 
 
 def close(actual, expected):

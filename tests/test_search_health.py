@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import CLASSNAMES
-from dpl_plugin.pipeline import search_prompt_lengths
+from dpl_plugin.search.stage import search_prompt_lengths
 from dpl_plugin.search import CHECKPOINT_FILE, CONFIG_FILE, SearchSettings, build_supernet
 from dpl_plugin.search.health import UnhealthyAlphaError, check_alpha
 from test_search_loop import loaders, make_search

@@ -8,8 +8,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import CLASSNAMES
 from dpl_plugin import BackboneSpec, PromptConfig
-from dpl_plugin.optim import build_lr_scheduler, build_sgd
-from dpl_plugin.search import (CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, BilevelSearch, NonFiniteLossError,
+from dpl_plugin.engine.optim import build_lr_scheduler, build_sgd
+from dpl_plugin.errors import NonFiniteLossError
+from dpl_plugin.search import (CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, BilevelSearch,
                                SearchSettings, SearchStateMismatchError, build_supernet)
 from dpl_plugin.search.bilevel import CyclingIterator
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import CLASSNAMES
 from dpl_plugin import BackboneSpec, PromptConfig, build_prompted_clip
-from dpl_plugin.initialization import context_embeddings
+from dpl_plugin.prompting.initialization import context_embeddings
 from dpl_plugin.search import PRESETS, AlphaHistory, SearchSettings, build_supernet, confidence_summary, derive_config
 from dpl_plugin.search.discretize import choose
 from dpl_plugin.search.inherit import inherit_prompts

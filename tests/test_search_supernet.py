@@ -4,10 +4,10 @@ itself: tests/test_attention.py)."""
 import pytest
 import torch
 
-import dpl_plugin.insertion as insertion
+import dpl_plugin.prompting.insertion as insertion
 from conftest import CLASSNAMES
 from dpl_plugin import PromptConfig, build_prompted_clip
-from dpl_plugin.attention import reference_mixture_attention
+from dpl_plugin.prompting.attention import reference_mixture_attention
 from dpl_plugin.designs import get_design
 from dpl_plugin.search import SupernetPromptLearner, build_supernet
 

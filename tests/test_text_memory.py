@@ -6,7 +6,7 @@ import torch
 from conftest import CLASSNAMES
 from dpl_plugin import PromptConfig, build_prompted_clip
 from dpl_plugin.designs import get_design
-from dpl_plugin.memory import SavedActivations
+from dpl_plugin.runtime.memory import SavedActivations
 from dpl_plugin.search import build_supernet
 
 TEMPLATES = ["a photo of a {}.", "a sketch of the {}.", "itap of a {}."]

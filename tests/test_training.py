@@ -4,8 +4,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import CLASSNAMES
 from dpl_plugin import PromptConfig, build_prompted_clip
-from dpl_plugin.steps import NonFiniteLossError
-from dpl_plugin.training import TrainSettings, evaluate, train_prompts
+from dpl_plugin.errors import NonFiniteLossError
+from dpl_plugin.engine.training import TrainSettings, evaluate, train_prompts
 
 
 def data(n=20, seed=0):

@@ -1,6 +1,6 @@
 """Dassl loaders split across processes (``torchrun``); one process keeps Dassl's own loaders.
 
-Batch sizes stay global (``dpl_plugin.sharded_data``): ``DATALOADER.TRAIN_X.BATCH_SIZE`` 4 on 2
+Batch sizes stay global (``dpl_plugin.runtime.sharded_data``): ``DATALOADER.TRAIN_X.BATCH_SIZE`` 4 on 2
 processes is 2 images on each, the recipe's batch of 4 per step. Training and the search's
 validation use a distributed sampler seeded with ``SEED`` (a new shared permutation per epoch);
 evaluation shards the images so that each is counted once.
@@ -13,7 +13,7 @@ from dassl.data.data_manager import DatasetWrapper
 from dassl.data.transforms import build_transform
 from torch.utils.data import DataLoader
 
-from .. import sharded_data
+from ..runtime import sharded_data
 
 _SHUFFLE = {"RandomSampler": True, "SequentialSampler": False}
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import distributed
-from ..steps import NonFiniteLossError, check_finite_logits
+from ..engine.finite import check_finite_logits
+from ..errors import NonFiniteLossError
+from ..runtime import distributed
 
 
 class GatheredEvaluator:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dassl.data.data_manager import build_data_loader
 from dassl.data.transforms import build_transform
 
-from .. import distributed
 from ..errors import OptionError
+from ..runtime import distributed
 from . import distributed_data
 
 

@@ -26,28 +26,28 @@ import torch.nn.functional as F
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 
-from .. import PromptConfig, PromptConfigError, build_prompted_clip, distributed, load_clip
-from ..backbone import BackboneSpec
-from ..checkpoint import CorruptCheckpointError
+from .. import PromptConfig, PromptConfigError, build_prompted_clip, load_clip
+from ..backbones.openai_clip import BackboneSpec
 from ..designs import get_design
+from ..engine.checkpoint import CorruptCheckpointError
+from ..engine.finite import check_finite, check_finite_logits
 from ..errors import OptionError
-from ..initialization import SEARCHED
-from ..lock import lock_output_dir
-from ..reproducibility import capture_rng_state, restore_rng_state, seed_everything
-from ..sharded_data import set_epoch
-from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet
-from ..search import definition
+from ..prompting.initialization import SEARCHED
+from ..prompting.templates import DATASET_TEMPLATES, IMAGENET_TEMPLATES
+from ..prompting.text_inputs import DEFAULT_TEMPLATE
+from ..runtime import distributed
+from ..runtime.lock import lock_output_dir
+from ..runtime.reproducibility import capture_rng_state, restore_rng_state, seed_everything
+from ..runtime.sharded_data import set_epoch
+from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet, definition
 from ..search.inherit import inherit_prompts, supernet_from_checkpoint
-from ..steps import check_finite, check_finite_logits
-from ..templates import DATASET_TEMPLATES, IMAGENET_TEMPLATES
-from ..text_inputs import DEFAULT_TEMPLATE
-from . import checkpoints
+from . import checkpoint_folder
 from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
 from .distributed_data import split_loaders
 from .gathered_evaluator import GatheredEvaluator
-from .optim import build_optimizer_and_scheduler
+from .optim_from_cfg import build_optimizer_and_scheduler
+from .run_definitions import search_definition
 from .search_data import search_loaders
-from .search_definition import search_definition
 
 MODEL_NAME = "prompt_learner"  # Dassl's registered name: checkpoints go to OUTPUT_DIR/prompt_learner/
 SEARCH_DIR = "search"
@@ -185,7 +185,7 @@ class DPLTrainer(TrainerX):
     def _saved_checkpoints(self) -> str:
         """What a run stopped now leaves to resume from, for error messages: only files that exist."""
         try:
-            path = checkpoints.latest(osp.join(self.output_dir, MODEL_NAME))
+            path = checkpoint_folder.latest(osp.join(self.output_dir, MODEL_NAME))
         except CorruptCheckpointError:
             path = None
         if path is None:
@@ -208,18 +208,18 @@ class DPLTrainer(TrainerX):
         }
         folder = osp.join(directory, MODEL_NAME)
         if distributed.is_main():
-            path = checkpoints.write(state, folder, model_name or checkpoints.epoch_file(epoch + 1))
+            path = checkpoint_folder.write(state, folder, model_name or checkpoint_folder.epoch_file(epoch + 1))
             print(f"Checkpoint saved to {path}")
             if is_best and not model_name:
-                checkpoints.write(state, folder, checkpoints.BEST)
+                checkpoint_folder.write(state, folder, checkpoint_folder.BEST)
         distributed.barrier()  # the others may read it next (the best model, at the end)
 
     def resume_model_if_exist(self, directory):
-        path = checkpoints.latest(osp.join(directory, MODEL_NAME))
+        path = checkpoint_folder.latest(osp.join(directory, MODEL_NAME))
         if path is None:
             print("No checkpoint found, train from scratch")
             return 0
-        state = checkpoints.read(path)  # on CPU: RNG states must stay there; load_state_dict moves the rest
+        state = checkpoint_folder.read(path)  # on CPU: RNG states must stay there; load_state_dict moves the rest
         if _structure(state["prompt_config"]) != _structure(self.prompt_config.to_dict()):
             raise PromptConfigError(
                 f"{path} was trained with another prompt configuration ({_describe(state['prompt_config'])}) than "
@@ -238,8 +238,8 @@ class DPLTrainer(TrainerX):
             print("Note that load_model() is skipped as no pretrained model is given (ignore this if it's done "
                   "on purpose)")
             return
-        path = checkpoints.find(osp.join(directory, MODEL_NAME), epoch)
-        state = checkpoints.read(path)  # on CPU: RNG states must stay there; load_state_dict moves the rest
+        path = checkpoint_folder.find(osp.join(directory, MODEL_NAME), epoch)
+        state = checkpoint_folder.read(path)  # on CPU: RNG states must stay there; load_state_dict moves the rest
         if state["design"] != self.design.name:
             raise OptionError(f"{path} was trained with the {state['design']} design; evaluate it with that "
                               f"design's trainer, not {self.cfg.TRAINER.NAME}")
@@ -365,7 +365,7 @@ class DPLTrainer(TrainerX):
 
     # -- small helpers -----------------------------------------------------------------------------
     def _text_input(self, text: str) -> Tuple[Optional[Sequence[str]], str]:
-        """``(templates, merge)``; None = the design's default text (dpl_plugin.text_inputs.plan_text_input)."""
+        """``(templates, merge)``; None = the design's default text (dpl_plugin.prompting.text_inputs.plan_text_input)."""
         if text in ("ensemble", "embedding_ensemble"):
             return list(IMAGENET_TEMPLATES), "embeddings" if text == "embedding_ensemble" else "features"
         if text == "custom":

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .._clip import clip, clip_model_module
-from ..atomic import atomic_write
-from ..backbone import BUILTIN_WEIGHTS
+from ..backbones.clip_package import clip, clip_model_module
+from ..backbones.openai_clip import BUILTIN_WEIGHTS
+from ..runtime.atomic import atomic_write
 from .fashion_mnist import CLASSNAMES, SHIFTS, load_fashion_mnist, to_clip_input
 
 # heads = width // 64 in both towers, as clip.model.build_model infers them from a state dict.

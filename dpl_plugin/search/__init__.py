@@ -1,7 +1,6 @@
 """The length search (DPL stage 1): supernet, bi-level loop, discretisation and reports."""
 
-from .bilevel import (CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, BilevelSearch, NonFiniteLossError,
-                      SearchResult, SearchStateMismatchError)
+from .bilevel import CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, BilevelSearch, SearchResult, SearchStateMismatchError
 from .discretize import ConfidenceSummary, confidence_summary, derive_config
 from .history import AlphaHistory, LayerConfidence, format_confidence
 from .plots import plot_history
@@ -10,7 +9,7 @@ from .supernet import ArchitectureLogits, SupernetPromptLearner, build_supernet
 
 __all__ = [
     "AlphaHistory", "ArchitectureLogits", "BilevelSearch", "CHECKPOINT_FILE", "CONFIG_FILE", "ConfidenceSummary",
-    "HISTORY_FILE", "LayerConfidence", "NonFiniteLossError", "PRESETS", "SearchResult", "SearchSettings",
+    "HISTORY_FILE", "LayerConfidence", "PRESETS", "SearchResult", "SearchSettings",
     "SearchStateMismatchError", "SupernetPromptLearner", "build_supernet", "confidence_summary", "derive_config",
     "format_confidence", "plot_history",
 ]

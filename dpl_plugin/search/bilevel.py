@@ -23,15 +23,16 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 import torch.nn.functional as F
 
-from .. import distributed
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import PromptConfig
-from ..errors import DPLError
-from ..progress import EpochProgress
-from ..reproducibility import capture_rng_state, restore_rng_state
-from ..sharded_data import set_epoch
-from ..steps import NonFiniteLossError, accuracy, check_finite, default_batch
-from ..training import evaluate
+from ..engine.batches import accuracy, default_batch
+from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..engine.finite import check_finite
+from ..engine.progress import EpochProgress
+from ..engine.training import evaluate
+from ..errors import DPLError, NonFiniteLossError
+from ..prompt_config import PromptConfig
+from ..runtime import distributed
+from ..runtime.reproducibility import capture_rng_state, restore_rng_state
+from ..runtime.sharded_data import set_epoch
 from .definition import differences, flatten
 from .discretize import confidence_summary, derive_config
 from .health import check_alpha
@@ -393,6 +394,6 @@ def _zeros_for_none(grads: Sequence[Optional[torch.Tensor]], params) -> List[tor
 
 
 __all__ = [
-    "BilevelSearch", "CHECKPOINT_FILE", "CONFIG_FILE", "CyclingIterator", "HISTORY_FILE", "NonFiniteLossError",
-    "SearchResult", "SearchSettings", "SearchStateMismatchError", "default_batch",
+    "BilevelSearch", "CHECKPOINT_FILE", "CONFIG_FILE", "CyclingIterator", "HISTORY_FILE", "SearchResult",
+    "SearchSettings", "SearchStateMismatchError",
 ]

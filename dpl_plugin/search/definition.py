@@ -19,9 +19,9 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
-from .. import distributed
-from ..atomic import atomic_write
 from ..errors import DPLError
+from ..runtime import distributed
+from ..runtime.atomic import atomic_write
 
 DEFINITION_FILE = "definition.json"
 PROVENANCE_KEY = "definition"

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..config import PromptConfig
+from ..prompt_config import PromptConfig
 from .history import AlphaHistory
 from .supernet import SupernetPromptLearner
 

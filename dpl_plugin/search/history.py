@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from ..atomic import atomic_write
+from ..runtime.atomic import atomic_write
 from .supernet import SupernetPromptLearner
 
 

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import torch
 
-from ..backbone import BackboneSpec
-from ..checkpoint import load_checkpoint
-from ..config import PromptConfigError
+from ..backbones.openai_clip import BackboneSpec
+from ..engine.checkpoint import load_checkpoint
+from ..prompt_config import PromptConfigError
 from .supernet import SupernetPromptLearner
 
 

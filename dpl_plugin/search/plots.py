@@ -6,7 +6,7 @@ import math
 import os
 from typing import Dict
 
-from ..atomic import atomic_write
+from ..runtime.atomic import atomic_write
 from .history import AlphaHistory
 
 

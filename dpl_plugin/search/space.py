@@ -13,9 +13,9 @@ from typing import Dict, Iterable, List, Tuple
 
 import torch
 
-from ..backbone import BackboneSpec
-from ..config import PromptConfig
+from ..backbones.openai_clip import BackboneSpec
 from ..designs import Design, get_design
+from ..prompt_config import PromptConfig
 from .supernet import COUPLED, normalise_candidates
 
 

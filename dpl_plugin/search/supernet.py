@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import CandidateMixture
-from ..backbone import BackboneSpec
-from ..learners import PromptSet, coupling_map, init_tensor
-from ..model import PromptedCLIP
-from ..text_inputs import DEFAULT_TEMPLATE, build_prompts
+from ..backbones.openai_clip import BackboneSpec
+from ..prompting.attention import CandidateMixture
+from ..prompting.learners import PromptSet, coupling_map, init_tensor
+from ..prompting.model import PromptedCLIP
+from ..prompting.text_inputs import DEFAULT_TEMPLATE, build_prompts
 
 COUPLED = "coupled"  # key of the single logit table shared by both branches (MaPLe-style)
 

@@ -14,8 +14,8 @@ from .coop_format import DatasetLayoutError, read_split, save_split, subsample_c
 from .demo import Demo
 from .fgvc_aircraft import FGVCAircraft
 from .imagenet import IMAGENET_DATASETS, ImageNet, ImageNetA, ImageNetR, ImageNetSketch, ImageNetV2
-from .split_datasets import (SPLIT_FILE_DATASETS, Caltech101, DescribableTextures, EuroSAT, Food101, OxfordFlowers,
-                             OxfordPets, StanfordCars, SUN397, UCF101)
+from .split_datasets import (SPLIT_FILE_DATASETS, SUN397, UCF101, Caltech101, DescribableTextures, EuroSAT, Food101,
+                             OxfordFlowers, OxfordPets, StanfordCars)
 
 # In CoOp's order (train.py imports); the class name is the registry name (Dassl keys by __name__).
 DATASETS = (OxfordPets, OxfordFlowers, FGVCAircraft, DescribableTextures, EuroSAT, StanfordCars, Food101, SUN397,

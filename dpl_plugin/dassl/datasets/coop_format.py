@@ -22,10 +22,10 @@ import warnings
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from dassl.data.datasets import Datum, DatasetBase
+from dassl.data.datasets import DatasetBase, Datum
 
-from ...atomic import atomic_write
 from ...errors import DPLError, OptionError
+from ...runtime.atomic import atomic_write
 
 DATASETS_MD = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 SUBSAMPLE_CHOICES = ("all", "base", "new")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, Optional, Sequence
 
-from .designs import get_design
-from .lock import OutputLock
-from .optim import build_lr_scheduler, build_sgd
-from .search import BilevelSearch, SearchResult, SearchSettings, build_supernet
+from ..designs import get_design
+from ..engine.optim import build_lr_scheduler, build_sgd
+from ..runtime.lock import OutputLock
+from . import BilevelSearch, SearchResult, SearchSettings, build_supernet
 
 
 def search_prompt_lengths(clip_model, classnames: Sequence[str], train_loader: Iterable, val_loader: Iterable,

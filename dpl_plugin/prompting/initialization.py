@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._clip import clip_api
+from ..backbones.clip_package import clip_api
 
 TEMPLATE = "template"
 SEARCHED = "searched"

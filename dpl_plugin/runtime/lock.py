@@ -21,8 +21,8 @@ import sys
 import time
 from typing import Dict, Optional
 
+from ..errors import DPLError
 from . import distributed
-from .errors import DPLError
 
 LOCK_FILE = ".dpl.lock"
 

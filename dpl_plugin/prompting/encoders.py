@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ._clip import clip_model_module
+from ..backbones.clip_package import clip_model_module
 from .insertion import LayerPrompt, replace_slots, run_prompted_blocks
 from .text_inputs import TokenizedPrompts
 

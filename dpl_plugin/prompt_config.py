@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from .atomic import atomic_write
 from .errors import DPLError
+from .runtime.atomic import atomic_write
 
 INSERTIONS = ("prefix", "native")
 BRANCHES = ("text", "vision")

@@ -5,7 +5,7 @@ file ``checkpoint`` naming the file written last -- the layout CoOp-family scrip
 ``--load-epoch``) expect. A file holds the learner's state dict (prompts, coupling maps), the
 optimizer/scheduler state, the epoch, the RNG state and the prompt configuration it was trained
 with, so that it rebuilds its own model; never the frozen CLIP weights. Writes are atomic and reads
-use ``weights_only=True`` (:mod:`dpl_plugin.checkpoint`).
+use ``weights_only=True`` (:mod:`dpl_plugin.engine.checkpoint`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import os
 import os.path as osp
 from typing import Any, Dict, Optional
 
-from ..atomic import atomic_write
-from ..checkpoint import CheckpointNotFoundError, CorruptCheckpointError, load_checkpoint, save_checkpoint
+from ..engine.checkpoint import CheckpointNotFoundError, CorruptCheckpointError, load_checkpoint, save_checkpoint
+from ..runtime.atomic import atomic_write
 
 FORMAT = "dpl-plugin/dassl-v1"
 POINTER = "checkpoint"

@@ -21,8 +21,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from ._clip import clip_api
-from .errors import DPLError
+from ..backbones.clip_package import clip_api
+from ..errors import DPLError
 
 _tokenizer = clip_api._tokenizer
 SOT = _tokenizer.encoder["<|startoftext|>"]

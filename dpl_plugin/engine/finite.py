@@ -1,28 +1,11 @@
-"""Pieces shared by every loop that trains prompts (the search and the train stage)."""
+"""NaN/inf guards shared by every loop that trains or evaluates prompts (search and train stage)."""
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 
-from . import distributed
-from .errors import DPLError
-
-
-class NonFiniteLossError(DPLError, FloatingPointError):
-    """A loss became NaN or infinite; the message says where, and what on disk is still good."""
-
-
-class NonFiniteLogitsError(NonFiniteLossError):
-    """An evaluation met NaN or infinite logits (NaN inputs or diverged prompts)."""
-
-
-def default_batch(batch) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(images, labels)`` from a tuple/list batch or a Dassl-style dict."""
-    if isinstance(batch, dict):
-        return batch["img"], batch["label"]
-    return batch[0], batch[1]
+from ..errors import NonFiniteLogitsError, NonFiniteLossError
+from ..runtime import distributed
 
 
 def check_finite(loss: torch.Tensor, what: str, where: str, saved: str) -> None:
@@ -44,7 +27,3 @@ def check_finite_logits(logits: torch.Tensor, where: str) -> None:
             f"the model's logits are NaN or infinite for {bad} of {logits.shape[0]} images at {where}: no accuracy "
             f"can be computed. Check the images for NaN/inf values and the prompts for divergence (a NaN "
             f"training loss stops training earlier)")
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return 100.0 * (logits.argmax(dim=1) == labels).float().mean().item()

@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Callable
 
-from .errors import DPLError
+from ..errors import DPLError
 
 DEBUG_ENV = "DPL_DEBUG"
 EXIT_ERROR = 1

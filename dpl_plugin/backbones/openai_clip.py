@@ -21,9 +21,9 @@ from typing import Optional, Union
 
 import torch
 
-from ._clip import clip_api, clip_model_module
+from ..errors import DPLError
+from .clip_package import clip_api, clip_model_module
 from .weights_check import checksum_problem, state_dict_problem
-from .errors import DPLError
 
 DEFAULT_CACHE = os.path.expanduser("~/.cache/clip")
 # Weights shipped inside this package, usable offline by name (see dpl_plugin/demo).

@@ -1,6 +1,6 @@
 """``PromptedCLIP``: a frozen CLIP classifier whose encoders take prompts from a learner.
 
-The learner can be a :class:`~dpl_plugin.learners.PromptLearner` (fixed lengths, train stage and
+The learner can be a :class:`~dpl_plugin.prompting.learners.PromptLearner` (fixed lengths, train stage and
 baselines) or the search's supernet learner; the model does not care which.
 """
 
@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed
-from .backbone import BackboneSpec
-from .config import PromptConfig
+from ..backbones.openai_clip import BackboneSpec
+from ..prompt_config import PromptConfig
+from ..runtime import distributed
 from .encoders import PromptedImageEncoder, PromptedTextEncoder
 from .initialization import context_embeddings, random_part, template_plan
 from .learners import PromptLearner, PromptSet

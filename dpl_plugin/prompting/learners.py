@@ -13,8 +13,8 @@ from typing import List, NamedTuple, Optional
 import torch
 from torch import nn
 
-from .backbone import BackboneSpec
-from .config import PromptConfig
+from ..backbones.openai_clip import BackboneSpec
+from ..prompt_config import PromptConfig
 from .insertion import LayerPrompt
 
 

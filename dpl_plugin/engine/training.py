@@ -14,13 +14,15 @@ from typing import Callable, Dict, Iterable, List, Optional
 import torch
 import torch.nn.functional as F
 
-from . import distributed
+from ..errors import NonFiniteLogitsError, NonFiniteLossError
+from ..runtime import distributed
+from ..runtime.sharded_data import set_epoch
+from .batches import accuracy, default_batch
+from .finite import check_finite, check_finite_logits
 from .optim import build_lr_scheduler, build_sgd
 from .progress import EpochProgress
-from .sharded_data import set_epoch
-from .steps import NonFiniteLogitsError, NonFiniteLossError, accuracy, check_finite, check_finite_logits, default_batch
 
-logger = logging.getLogger("dpl_plugin.training")
+logger = logging.getLogger("dpl_plugin.engine.training")
 logger.addFilter(distributed.main_rank_only)
 
 
@@ -89,7 +91,7 @@ def evaluate(model, loader: Iterable, batch_fn: Callable = default_batch, progre
     """Top-1 accuracy (%) on ``loader``, with the class text features computed once.
 
     With several processes, each evaluates the images its loader yields (its share, e.g. from
-    :func:`dpl_plugin.sharded_data.eval_loader`) and the counts are summed: the same accuracy as one
+    :func:`dpl_plugin.runtime.sharded_data.eval_loader`) and the counts are summed: the same accuracy as one
     process on all images."""
     device = _device_of(model)
     model.eval()

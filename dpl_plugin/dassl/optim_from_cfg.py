@@ -2,7 +2,7 @@
 
 Dassl's own warm-up schedulers fail on PyTorch >= 2.7 and pickle objects that
 ``torch.load(weights_only=True)`` refuses (METHOD.md section 8), so the warm-up + cosine schedule
-comes from :mod:`dpl_plugin.optim`, which reproduces Dassl's per-epoch learning rates. Schedules
+comes from :mod:`dpl_plugin.engine.optim`, which reproduces Dassl's per-epoch learning rates. Schedules
 without warm-up are Dassl's, which still work.
 """
 
@@ -14,8 +14,8 @@ import torch
 from dassl.optim import build_lr_scheduler as dassl_lr_scheduler
 from dassl.optim import build_optimizer
 
+from ..engine.optim import build_lr_scheduler as warmup_cosine_scheduler
 from ..errors import OptionError
-from ..optim import build_lr_scheduler as warmup_cosine_scheduler
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, optim_cfg):

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ._clip import clip_api, clip_model_module
+from .clip_package import clip_api, clip_model_module
 
 # Entries of TorchScript archives' state dicts that are not tensors of the model.
 _NON_TENSOR_KEYS = ("input_resolution", "context_length", "vocab_size")

@@ -12,8 +12,8 @@ from typing import Any, Dict
 
 import torch
 
-from .atomic import atomic_write
-from .errors import DPLError
+from ..errors import DPLError
+from ..runtime.atomic import atomic_write
 
 
 class CorruptCheckpointError(DPLError, RuntimeError):
