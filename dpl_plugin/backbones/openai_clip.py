@@ -27,7 +27,8 @@ from .weights_check import checksum_problem, state_dict_problem
 
 DEFAULT_CACHE = os.path.expanduser("~/.cache/clip")
 # Weights shipped inside this package, usable offline by name (see dpl_plugin/demo).
-BUILTIN_WEIGHTS = {"dpl-demo": os.path.join(os.path.dirname(__file__), "demo", "weights", "demo_clip.pt.gz")}
+BUILTIN_WEIGHTS = {"dpl-demo": os.path.join(os.path.dirname(os.path.dirname(__file__)), "demo", "weights",
+                                            "demo_clip.pt.gz")}
 PRECISIONS = ("fp32", "fp16", "amp")
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download gives up
 
