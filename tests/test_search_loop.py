@@ -83,9 +83,11 @@ def test_validation_batches_cycle_through_every_sample_reshuffled():
 
 
 ALL_OPTIONS = dict(warmup_epochs=1, temperature=(2.0, 0.5), gumbel=True, token_cost=0.05, token_budget=2)
+REGULARISED = dict(alpha_noise=0.3, beta_decay=5.0, select="sampled", select_samples=4)
 
 
-@pytest.mark.parametrize("options", [{}, {"preset": "robust"}, ALL_OPTIONS], ids=["paper", "robust", "all-options"])
+@pytest.mark.parametrize("options", [{}, {"preset": "robust"}, ALL_OPTIONS, REGULARISED, {"select": "perturbation"}],
+                         ids=["paper", "robust", "all-options", "regularised-sampled", "perturbation"])
 def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_path, options):
     from dpl_plugin import load_clip
 
@@ -115,6 +117,7 @@ def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_p
         assert torch.equal(a, b), name
     assert resumed_result.history.tables == result.history.tables
     assert resumed_result.config == result.config
+    assert resumed_result.samples == result.samples
 
 
 def test_outputs_are_written_and_read_back(tiny_clip, tmp_path):
@@ -183,6 +186,26 @@ def test_early_stop_once_every_layer_is_stable(tiny_clip, tmp_path):
     search.alpha_optimizer.param_groups[0]["lr"] = 0.0  # choices cannot change: stable from epoch 1
     result = search.run()
     assert result.epochs_run == 2 and result.history.epochs == 2
+
+
+@pytest.mark.parametrize("peak, epochs_run", [(3.0, 1), (0.0, 3)], ids=["decided", "undecided"])
+def test_early_stop_once_every_layer_has_decided(tiny_clip, peak, epochs_run):
+    search = make_search(tiny_clip, epochs=3, early_stop_confidence=0.6)
+    search.alpha_optimizer.param_groups[0]["lr"] = 0.0  # alpha stays where it is put
+    with torch.no_grad():  # peak 3 over 3 candidates: top probability 0.91; peak 0: 1/3, undecided
+        for table in search.learner.alpha.tables.values():
+            table.zero_()[:, 1] = peak
+    assert search.run().epochs_run == epochs_run
+
+
+@pytest.mark.parametrize("options, per_epoch", [
+    ({}, [12 + 3 * 2, 12 + 3 * 2]),  # 3 prompt steps on batches of 4, each after an alpha step on 2
+    ({"warmup_epochs": 1}, [12, 12 + 3 * 2]),  # no alpha steps while warming up
+    ({"second_order": True}, [3 * (4 * 4 + 2)] * 2),  # unrolled: the training batch 3 more times per step
+], ids=["first-order", "warm-up", "second-order"])
+def test_search_counts_the_samples_it_processes(tiny_clip, options, per_epoch):
+    search = make_search(tiny_clip, epochs=2, **options)  # 12 training images in batches of 4, validation in 2s
+    assert search.run().samples == sum(per_epoch)
 
 
 def test_second_order_step_matches_exact_hypergradient(tiny_clip):

@@ -35,10 +35,12 @@ from ..runtime.reproducibility import capture_rng_state, restore_rng_state
 from ..runtime.sharded_data import set_epoch
 from .definition import differences, flatten
 from .discretize import confidence_summary, derive_config
+from .stopping import should_stop
 from .health import check_alpha
 from .history import AlphaHistory, format_confidence
 from .plots import plot_history
-from .regularizers import alpha_penalty
+from .regularizers import alpha_noise, alpha_penalty
+from .selection import Selection, select
 from .settings import SearchSettings, temperature_at
 from .supernet import SupernetPromptLearner
 
@@ -120,6 +122,8 @@ class SearchResult:
     supernet: Any = None  # the searched PromptedCLIP (its prompts seed TRAIN.INIT searched)
     seconds: float = 0.0  # wall time of this call (a resumed search: since the resume)
     val_accuracy: Optional[float] = None  # the supernet's accuracy on the whole validation set at the end
+    samples: int = 0  # images processed forward and backward by the search steps (all epochs, all processes)
+    selection: Optional[Selection] = None  # how the configuration was chosen (SELECT), with its cost
 
 
 class BilevelSearch:
@@ -164,6 +168,8 @@ class BilevelSearch:
         self.epoch = 0
         self.iteration = 0
         self.val_accuracy: Optional[float] = None
+        self.samples = 0  # this process's images through forward and backward (alpha and prompt steps)
+        self.selection: Optional[Selection] = None
 
     # -- losses and steps --------------------------------------------------------------------------
     def _loss(self, batch, phase: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -173,6 +179,7 @@ class BilevelSearch:
             logits = self.model(images)
             loss = F.cross_entropy(logits, labels)
         check_finite(loss, phase, f"epoch {self.epoch + 1}, iteration {self.iteration + 1}", self._on_disk())
+        self.samples += labels.numel()
         return loss, logits.detach(), labels
 
     def _on_disk(self) -> str:
@@ -192,7 +199,8 @@ class BilevelSearch:
         if self.settings.second_order:
             return self._unrolled_alpha_step(val_batch, train_batch)
         loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
-        self._apply(loss + alpha_penalty(self.learner, self.settings), self.arch_params, self.alpha_optimizer)
+        self._apply(loss + alpha_penalty(self.learner, self.settings, self.epoch), self.arch_params,
+                    self.alpha_optimizer)
         return loss, logits, labels
 
     def _unrolled_alpha_step(self, val_batch, train_batch):
@@ -207,7 +215,7 @@ class BilevelSearch:
             for p, g in zip(params, grads):
                 p.sub_(xi * (g + decay * p))
         val_loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
-        objective = val_loss + alpha_penalty(self.learner, self.settings)  # the penalty does not depend on w
+        objective = val_loss + alpha_penalty(self.learner, self.settings, self.epoch)  # it does not depend on w
         grads = _grad(objective, self.arch_params + params)
         alpha_grads = _zeros_for_none(grads[: len(self.arch_params)], self.arch_params)
         w_grads = _zeros_for_none(grads[len(self.arch_params):], params)
@@ -256,8 +264,9 @@ class BilevelSearch:
                 val_loss, val_logits, val_labels = self._alpha_step(next(self.val_batches), train_batch)
                 sums["val_loss"] += val_loss.item()
                 sums["val_acc"] += accuracy(val_logits, val_labels)
-            loss, logits, labels = self._loss(train_batch, "training (prompt step)")
-            self._apply(loss, self.prompt_params, self.prompt_optimizer)
+            with alpha_noise(self.learner, self.settings, self.epoch):  # SDARTS-RS (off by default)
+                loss, logits, labels = self._loss(train_batch, "training (prompt step)")
+                self._apply(loss, self.prompt_params, self.prompt_optimizer)
             self.scaler.update()
             count += 1
             sums["train_loss"] += loss.item()
@@ -277,7 +286,7 @@ class BilevelSearch:
             logger.info("Resumed the search from %s after epoch %d", path, self.epoch)
         started = time.time()
         epochs = self.settings.epochs
-        while self.epoch < epochs:
+        while self.epoch < epochs and not should_stop(self.history, self.settings, self.epoch, log=False):
             stats = self._run_epoch()
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -290,10 +299,7 @@ class BilevelSearch:
                 if writes:
                     save_checkpoint(state, path)
                     self._write_reports(final=False)
-            patience = self.settings.early_stop_patience
-            moved = self.epoch - self.settings.warmup_epochs  # choices cannot change during warm-up
-            if patience > 0 and moved >= patience and self.history.stable_for(patience):
-                logger.info("Every layer's choice has held for %d epochs: stopping after epoch %d", patience, self.epoch)
+            if should_stop(self.history, self.settings, self.epoch):
                 break
         return self._finish(time.time() - started)
 
@@ -322,21 +328,34 @@ class BilevelSearch:
         info = {**self.provenance, "search": self.settings.definition()}
         if self.val_accuracy is not None:
             info["supernet_val_accuracy"] = round(self.val_accuracy, 2)
-        return derive_config(self.learner, self.history, info, self.settings.token_budget)
+        if self.selection is not None and self.selection.method != "argmax":
+            info["selection"] = self.selection.summary()
+        choice = self.selection.choice if self.selection is not None else None
+        return derive_config(self.learner, self.history, info, self.settings.token_budget, choice)
+
+    def _select(self) -> Selection:
+        """The configuration SELECT chooses from the trained supernet (its draws seeded from the
+        global generator, which a resumed search restores: the same choice)."""
+        s = self.settings
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,)).item()))
+        return select(self.model, self.val_loader, s.select, s.token_budget, s.select_samples, s.select_from,
+                      generator, self.batch_fn)
 
     def _finish(self, seconds: float) -> SearchResult:
         rng = capture_rng_state()  # evaluating must not change what follows the search
         # The supernet on the whole validation split (deterministic mixture): the number its searched
         # configuration's trained accuracy is compared with (the discretisation gap).
         self.val_accuracy = evaluate(self.model, self.val_loader, self.batch_fn, progress=False)
+        self.selection = self._select()
         restore_rng_state(rng)
         files = self._write_reports(final=True) if self.output_dir and distributed.is_main() else {}
         if self.history.epochs:
             logger.info("Searched configuration (per-layer confidence):\n%s", format_confidence(self.history))
             logger.info("%s", confidence_summary(self.history).message)
             logger.info("Supernet validation accuracy at the end of the search: %.1f%%", self.val_accuracy)
+        samples = int(distributed.sum_values({"samples": self.samples})["samples"])
         return SearchResult(self.config(), self.history, self.output_dir, self.epoch, files, self.model, seconds,
-                            self.val_accuracy)
+                            self.val_accuracy, samples, self.selection)
 
     # -- state ------------------------------------------------------------------------------------
     def _signature(self) -> Dict[str, Any]:
@@ -357,6 +376,7 @@ class BilevelSearch:
             "history": self.history.to_dict(),
             "val_batches": distributed.per_rank(self.val_batches.state_dict()),
             "rng": distributed.per_rank(capture_rng_state()),
+            "samples": distributed.per_rank(self.samples),
             "settings": asdict(self.settings),
         }
 
@@ -380,6 +400,7 @@ class BilevelSearch:
         self.epoch = state["epoch"]
         self.val_batches.load_state_dict(distributed.own(state["val_batches"]))  # replays RNG: restore RNG after it
         restore_rng_state(distributed.own(state["rng"]))
+        self.samples = distributed.own(state.get("samples", 0))
 
 
 def _grad(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:

@@ -67,13 +67,15 @@ def _best_within(learner, logp: Dict[str, torch.Tensor], budget: int) -> Dict[st
 
 
 def derive_config(learner: SupernetPromptLearner, history: Optional[AlphaHistory] = None,
-                  provenance: Optional[dict] = None, budget: int = 0) -> PromptConfig:
-    """The searched configuration as a prefix-insertion :class:`PromptConfig`.
+                  provenance: Optional[dict] = None, budget: int = 0,
+                  choice: Optional[Dict[str, List[int]]] = None) -> PromptConfig:
+    """The searched configuration as a prefix-insertion :class:`PromptConfig`: ``choice`` (per
+    table, per layer, a candidate index: another selection's) or alpha's argmax within ``budget``.
 
     With a history, the per-layer confidence is recorded in the configuration's provenance.
     """
     lengths = {b: [0] * n for b, n in learner.layer_counts.items()}
-    choice = choose(learner, budget)
+    choice = choice if choice is not None else choose(learner, budget)
     for branch in learner.branches:
         for layer, k in enumerate(choice[learner.alpha.key(branch)]):
             lengths[branch][layer] = learner.candidates[k]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Optional, Tuple
 
 from .definition import plain
+from .selection import SAMPLE_SOURCES, SELECTIONS
 
 
 def _opt(default, key: str, help: str, **kwargs):
@@ -41,6 +42,18 @@ class SearchSettings:
     token_cost: Optional[float] = _opt(None, "TOKEN_COST", "lambda of the alpha-loss penalty lambda * E[tokens]")
     token_budget: Optional[int] = _opt(
         None, "TOKEN_BUDGET", "total prompt tokens (all layers and branches) the result must respect; 0 = none")
+    # -- choosing from the supernet, its regularisers, stopping ----------------------------------
+    select: str = _opt("argmax", "SELECT", "how the configuration is chosen from the trained supernet: argmax "
+                       "(the paper), perturbation (DARTS-PT) or sampled (random search with weight sharing)")
+    select_samples: int = _opt(64, "SELECT_SAMPLES", "SELECT sampled: configurations scored on validation")
+    select_from: str = _opt("alpha", "SELECT_FROM", "SELECT sampled: draw from softmax(alpha) (alpha) or "
+                            "uniformly from the search space (space)")
+    alpha_noise: float = _opt(0.0, "ALPHA_NOISE", "SDARTS-RS: uniform noise in [-eps, eps] on alpha in the prompt "
+                              "steps, eps rising linearly from a tenth of this to this (0.3 in their code)")
+    beta_decay: float = _opt(0.0, "BETA_DECAY", "beta-DARTS: lambda of lambda(t) * mean(logsumexp(alpha)) in the "
+                             "alpha loss, rising linearly from 0 over the epochs")
+    early_stop_confidence: float = _opt(0.0, "EARLY_STOP_CONFIDENCE", "> 0: stop once every layer's top "
+                                        "probability is at least this and its choice held EARLY_STOP epochs (>= 1)")
 
     def resolved(self) -> "SearchSettings":
         """Every ``None`` option replaced by the preset's value; explicit values kept."""
@@ -56,7 +69,8 @@ class SearchSettings:
 
     def definition(self) -> Dict[str, Any]:
         """What makes two searches the same search (for checkpoints): all but length and cosmetics."""
-        skip = {"epochs", "resume", "plot", "early_stop_patience"}
+        # Where the search stops (epochs, early stopping) does not change its trajectory up to there.
+        skip = {"epochs", "resume", "plot", "early_stop_patience", "early_stop_confidence"}
         return {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
 
     @classmethod
@@ -112,6 +126,29 @@ def _check(s: SearchSettings) -> None:
         raise ValueError(f"TOKEN_COST and TOKEN_BUDGET must be >= 0, got {s.token_cost} and {s.token_budget}")
     if not isinstance(s.gumbel, bool):
         raise ValueError(f"GUMBEL must be True or False, got {s.gumbel!r}")
+    if s.select not in SELECTIONS:
+        raise ValueError(f"SELECT must be one of {', '.join(SELECTIONS)}, got {s.select!r}")
+    if s.select_from not in SAMPLE_SOURCES:
+        raise ValueError(f"SELECT_FROM must be one of {', '.join(SAMPLE_SOURCES)}, got {s.select_from!r}")
+    if isinstance(s.select_samples, bool) or not isinstance(s.select_samples, int) or s.select_samples < 1:
+        raise ValueError(f"SELECT_SAMPLES must be a positive integer, got {s.select_samples!r}")
+    for key, value in (("ALPHA_NOISE", s.alpha_noise), ("BETA_DECAY", s.beta_decay),
+                       ("EARLY_STOP_CONFIDENCE", s.early_stop_confidence)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+    if s.early_stop_confidence > 1:
+        raise ValueError(f"EARLY_STOP_CONFIDENCE is a probability: at most 1, got {s.early_stop_confidence}")
+
+
+def alpha_noise_at(settings: SearchSettings, epoch: int) -> float:
+    """SDARTS-RS's epsilon in (0-based) ``epoch``: linear from a tenth of ``ALPHA_NOISE`` to it."""
+    top = float(settings.alpha_noise)
+    return top * (0.1 + 0.9 * epoch / max(settings.epochs - 1, 1))
+
+
+def beta_decay_at(settings: SearchSettings, epoch: int) -> float:
+    """beta-DARTS's lambda in (0-based) ``epoch``: linear from 0 to ``BETA_DECAY`` over the epochs."""
+    return float(settings.beta_decay) * epoch / max(settings.epochs - 1, 1)
 
 
 def temperature_at(settings: SearchSettings, epoch: int) -> float:
@@ -123,4 +160,5 @@ def temperature_at(settings: SearchSettings, epoch: int) -> float:
     return float(start * (end / start) ** t)
 
 
-__all__ = ["PRESETS", "ROBUSTNESS_OPTIONS", "SearchSettings", "cosmetic_keys", "temperature_at", "yacs_defaults"]
+__all__ = ["PRESETS", "ROBUSTNESS_OPTIONS", "SearchSettings", "alpha_noise_at", "beta_decay_at", "cosmetic_keys",
+           "temperature_at", "yacs_defaults"]
