@@ -60,7 +60,8 @@ from dpl_plugin.runtime.atomic import atomic_write  # noqa: E402
 from dpl_plugin.search.stage import search_prompt_lengths  # noqa: E402
 from dpl_plugin.runtime.reproducibility import seed_everything  # noqa: E402
 from dpl_plugin.search import SearchResult  # noqa: E402
-from dpl_plugin.search.discretize import confidence_summary  # noqa: E402
+from dpl_plugin.search.discretize import confidence_summary, derive_config  # noqa: E402
+from dpl_plugin.search.selection import fixed_layers, select, validation_score  # noqa: E402
 from dpl_plugin.search.space import SearchSpace  # noqa: E402
 from dpl_plugin.prompting.text_inputs import bpe  # noqa: E402
 from dpl_plugin.engine.training import TrainSettings, train_prompts  # noqa: E402
@@ -111,6 +112,14 @@ class Settings:
     presets: Tuple[str, ...] = ("paper",)
     candidates: Tuple[int, ...] = tuple(range(7))
     searched_inits: Tuple[str, ...] = INITS  # extra rows: the searched configuration under each
+    # Rows trained as many samples as DPL processed (its search's steps, alpha steps included, plus
+    # its train stage): the hand design, the random configurations and the all-maximum one.
+    equal_cost: bool = True
+    # Other selections from the first preset's supernet (SELECT): extra rows "searched (preset, method)".
+    selects: Tuple[str, ...] = ()
+    select_samples: int = 64
+    # Extra rows: the hand design trained this many epochs each (where its curve stops rising).
+    curve: Tuple[int, ...] = ()
 
 
 @dataclass
@@ -257,24 +266,27 @@ class SearchQuality:
         self.started = time.perf_counter()
 
     # -- one training --------------------------------------------------------------------------------
-    def _identity(self, task: Task, seed: int, config, init: str, lr, search_id: Optional[str]) -> dict:
+    def _identity(self, task: Task, seed: int, config, init: str, lr, search_id: Optional[str],
+                  epochs: Optional[int] = None) -> dict:
         s = self.settings
         return {"kind": "training", "task": task.name, "backbone": self.backbone, "seed": seed,
                 "config": config_dict(config), "init": init, "search": search_id, "lr": lr,
-                "epochs": s.train_epochs, "batch_size": s.batch_size}
+                "epochs": epochs or s.train_epochs, "batch_size": s.batch_size}
 
-    def _train(self, task: Task, seed: int, config, init: str, lr, supernet):
+    def _train(self, task: Task, seed: int, config, init: str, lr, supernet, epochs: Optional[int] = None):
+        """The trained model and the samples its training processed forward and backward (counted)."""
         seed_everything(seed)  # every configuration of a seed starts from the same random state
         model = dpl.build_prompted_clip(self.clip, task.classnames, config, **init_kwargs(init))
         if init == "searched":
             inherit_prompts(model, supernet.prompt_learner)
+        loader = CountingLoader(DataLoader(task.train, batch_size=self.settings.batch_size, shuffle=True))
         if lr is not None:
-            loader = DataLoader(task.train, batch_size=self.settings.batch_size, shuffle=True)
-            train_prompts(model, loader, TrainSettings(epochs=self.settings.train_epochs, lr=lr), progress=False)
-        return model
+            train_prompts(model, loader, TrainSettings(epochs=epochs or self.settings.train_epochs, lr=lr),
+                          progress=False)
+        return model, loader.samples
 
     def row(self, task: Task, seed: int, label: str, config, init: str, design: str,
-            search_id: Optional[str] = None, supernet=None) -> dict:
+            search_id: Optional[str] = None, supernet=None, epochs: Optional[int] = None) -> dict:
         """Train ``config`` at every learning rate of the grid, keep the one the validation split
         chooses and evaluate only that one on the test split. Every result is cached as it finishes."""
         init = effective_init(config, init)
@@ -282,27 +294,32 @@ class SearchQuality:
         identities, per_lr, models = {}, {}, {}
         for lr in lrs:
             key = "-" if lr is None else f"{lr:g}"
-            identities[key] = self._identity(task, seed, config, init, lr, search_id if init == "searched" else None)
+            identities[key] = self._identity(task, seed, config, init, lr, search_id if init == "searched" else None,
+                                             epochs)
             per_lr[key] = self.cache.get(identities[key])
             if per_lr[key] is None:
-                start = time.perf_counter()
-                models[key] = self._train(task, seed, config, init, lr, supernet)
+                start, cpu = time.perf_counter(), time.process_time()
+                models[key], samples = self._train(task, seed, config, init, lr, supernet, epochs)
+                cpu = time.process_time() - cpu
                 val_acc, val_loss = scores(models[key], task.val)
                 per_lr[key] = self.cache.put(identities[key], {
-                    "val_acc": val_acc, "val_loss": val_loss, "seconds": round(time.perf_counter() - start, 2)})
+                    "val_acc": val_acc, "val_loss": val_loss, "seconds": round(time.perf_counter() - start, 2),
+                    "samples": samples, "cpu_seconds": round(cpu, 2)})
                 self.trained += 1
                 self.log(f"{design} seed {seed} | {label} | lr {key}: val {val_acc:.1f}% "
                          f"({per_lr[key]['seconds']:.0f} s; {self._elapsed()})")
         chosen = choose_lr(per_lr)
         if "test_acc" not in per_lr[chosen]:
             lr = lrs[list(per_lr).index(chosen)]
-            model = models.get(chosen) or self._train(task, seed, config, init, lr, supernet)  # after a kill
+            model = models.get(chosen) or self._train(task, seed, config, init, lr, supernet, epochs)[0]  # killed
             test = {**per_lr[chosen], "test_acc": scores(model, task.test)[0]}
             per_lr[chosen] = self.cache.put(identities[chosen], test)
             choice = f"lr {chosen} chosen on validation, " if len(lrs) > 1 else ""
             self.log(f"{design} seed {seed} | {label}: {choice}test {per_lr[chosen]['test_acc']:.1f}%")
+        # cost: the chosen learning rate's training (the grid's other trainings are the protocol's, alike for all)
         return {"label": label, "config": config_dict(config), "tokens": tokens(config), "init": init,
-                "lr": None if chosen == "-" else float(chosen),
+                "lr": None if chosen == "-" else float(chosen), "epochs": epochs or self.settings.train_epochs,
+                "samples": per_lr[chosen].get("samples", 0), "cpu_seconds": per_lr[chosen].get("cpu_seconds"),
                 **{k: per_lr[chosen][k] for k in ("val_acc", "val_loss", "test_acc")}, "per_lr": per_lr}
 
     def _elapsed(self) -> str:
@@ -334,7 +351,7 @@ class SearchQuality:
             return cached, None
         s = self.settings
         folder = os.path.join(self.output, "searches", f"{design}-seed{seed}-{preset}-{ResultCache.key(identity)[:8]}")
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         seed_everything(seed)
         quiet = io.StringIO()  # the search's per-epoch progress: one log line per search instead
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
@@ -352,7 +369,8 @@ class SearchQuality:
             val_accuracy = scores(supernet, task.val)[0]
         summary = {"config": config_dict(result.config), "confidence": confidence(result.history),
                    "seconds": round(time.perf_counter() - start, 1), "val_accuracy": val_accuracy,
-                   "id": ResultCache.key(identity)}
+                   "id": ResultCache.key(identity), "samples": getattr(result, "samples", 0),
+                   "cpu_seconds": round(time.process_time() - cpu, 1), "epochs_run": result.epochs_run}
         self.cache.put(identity, summary)
         self.trained += 1
         decided = sum(d for d, _ in summary["confidence"].values())
@@ -374,10 +392,63 @@ class SearchQuality:
         searches = {}
         for preset in s.presets:
             rows += self._searched_rows(task, design, seed, preset, main, searches)
-        for i, config in enumerate(random_configs(space, design, seed, s.random)):
+        randoms = random_configs(space, design, seed, s.random)
+        for i, config in enumerate(randoms):
             rows.append(self.row(task, seed, f"random {i + 1}", main(config), "template", design))
         rows.append(self.row(task, seed, "all-max", main(space.all_max()), "template", design))
-        return {"rows": {r["label"]: r for r in rows}, "searches": searches}
+        hand = main(hand_design(design, self.spec))
+        for epochs in s.curve:
+            rows.append(self.row(task, seed, f"hand design, {epochs} epochs", hand, "template", design, epochs=epochs))
+        extras = {}
+        if s.presets and (s.selects or s.random):
+            extras = self._supernet_extras(task, design, seed, s.presets[0], randoms + [space.all_max()])
+            for method, c in extras["selections"].items():
+                config = dpl.PromptConfig(text=c["text"], vision=c["vision"], coupled=c["coupled"])
+                rows.append(self.row(task, seed, f"searched ({s.presets[0]}, {method})", main(config), "template",
+                                     design))
+        if s.equal_cost and s.presets:
+            epochs = self.equal_cost_epochs(task, searches[s.presets[0]])
+            for label, config in [("hand design", hand)] + [(f"random {i + 1}", main(c)) for i, c in enumerate(randoms)] \
+                    + [("all-max", main(space.all_max()))]:
+                rows.append(self.row(task, seed, f"{label} @ DPL cost", config, "template", design, epochs=epochs))
+        return {"rows": {r["label"]: r for r in rows}, "searches": searches, "supernet": extras}
+
+    def equal_cost_epochs(self, task: Task, search: dict) -> int:
+        """Train-stage epochs plus the search's samples in whole epochs of the training split: as many
+        samples as DPL (search + train stage) processed forward and backward, rounded up."""
+        return self.settings.train_epochs + math.ceil(search["samples"] / len(task.train))
+
+    def _supernet_extras(self, task: Task, design: str, seed: int, preset: str, configs) -> dict:
+        """The trained supernet's validation scores of ``configs`` (their lengths fixed, prompts shared)
+        and the configurations the other selections choose from it (cached)."""
+        s = self.settings
+        search_identity = self._search_identity(task, design, seed, preset)
+        identity = {"kind": "supernet", "search": ResultCache.key(search_identity),
+                    "configs": [config_dict(c) for c in configs], "selects": list(s.selects),
+                    "select_samples": s.select_samples}
+        cached = self.cache.get(identity)
+        if cached is not None:
+            return cached
+        _, supernet = self.search(task, design, seed, preset, need_supernet=True)
+        learner = supernet.prompt_learner
+        val = DataLoader(task.val, batch_size=500)
+        out = {"scores": [], "selections": {}, "selection_cost": {}}
+        for config in configs:
+            with fixed_layers(learner, choice_of(learner, config)):
+                score, _ = validation_score(supernet, val)
+            out["scores"].append([score.accuracy, score.loss])
+        for method in s.selects:
+            start = time.process_time()
+            chosen = select(supernet, val, method, samples=s.select_samples, source="alpha",
+                            generator=torch.Generator().manual_seed(seed))
+            config = derive_config(learner, choice=chosen.choice)
+            out["selections"][method] = config_dict(config)
+            out["selection_cost"][method] = {"samples": chosen.samples, "scored": chosen.scored,
+                                             "cpu_seconds": round(time.process_time() - start, 1)}
+            self.log(f"{design} seed {seed} | select {method}: text {config.text} vision {config.vision} "
+                     f"({chosen.scored} supernet evaluations)")
+        self.trained += 1
+        return self.cache.put(identity, out)
 
     def _searched_rows(self, task, design, seed, preset, main, searches) -> List[dict]:
         s = self.settings
@@ -405,6 +476,49 @@ class SearchQuality:
         return all(per_lr.values()) and "test_acc" in per_lr[choose_lr(per_lr)]
 
 
+class CountingLoader:
+    """A loader that counts the samples it yields (what a training processed forward and backward)."""
+
+    def __init__(self, loader):
+        self.loader, self.samples = loader, 0
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.samples += len(batch[1])
+            yield batch
+
+
+def choice_of(learner, config: dpl.PromptConfig) -> Dict[str, List[int]]:
+    """``config``'s lengths as the supernet's candidate indices, per alpha table."""
+    out = {}
+    for key, table in learner.alpha.tables.items():
+        lengths = config.lengths("text" if key == "coupled" else key)[: table.shape[0]]
+        out[key] = [learner.candidates.index(n) for n in lengths]
+    return out
+
+
+def kendall_tau(x: Sequence, y: Sequence) -> Optional[float]:
+    """Kendall's tau-b (ties in either ranking handled); None with fewer than 2 distinct pairs."""
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx = (x[i] > x[j]) - (x[i] < x[j])
+            dy = (y[i] > y[j]) - (y[i] < y[j])
+            if dx and dy:
+                concordant += dx == dy
+                discordant += dx != dy
+            elif dx:
+                ties_y += 1
+            elif dy:
+                ties_x += 1
+    n = concordant + discordant
+    denominator = math.sqrt((n + ties_x) * (n + ties_y))
+    return (concordant - discordant) / denominator if denominator else None
+
+
 def _searched_config(summary: dict) -> dpl.PromptConfig:
     c = summary["config"]
     return dpl.PromptConfig(text=c["text"], vision=c["vision"], insertion=c["insertion"], coupled=c["coupled"])
@@ -426,18 +540,29 @@ def summarise_design(design: str, per_seed: Dict[int, dict], settings: Settings)
     """Table rows (mean and interval over seeds), ranks, confidence, search time and discretisation gap."""
     seeds = sorted(per_seed)
     first = per_seed[seeds[0]]["rows"]
-    fixed = [label for label in first if not label.startswith("random ")]
+    fixed = [label for label in first if not _is_random(label)]
     table = []
     for label in fixed:
-        accs = [per_seed[s]["rows"][label]["test_acc"] for s in seeds]
-        table.append({"row": label, "test": accs, "tokens": per_seed[seeds[0]]["rows"][label]["tokens"],
-                      "lrs": [per_seed[s]["rows"][label]["lr"] for s in seeds]})
-    randoms = {s: [r["test_acc"] for label, r in per_seed[s]["rows"].items() if label.startswith("random ")]
-               for s in seeds}
-    if settings.random:
-        for name, fn in (("random (mean)", statistics.mean), ("random (best)", max),
-                         ("random (median)", statistics.median)):
-            table.append({"row": name, "test": [fn(randoms[s]) for s in seeds], "tokens": None, "lrs": None})
+        rows = [per_seed[s]["rows"][label] for s in seeds]
+        table.append({"row": label, "test": [r["test_acc"] for r in rows], "tokens": rows[0]["tokens"],
+                      "lrs": [r["lr"] for r in rows], "epochs": rows[0].get("epochs"),
+                      "samples": [r.get("samples", 0) + _search_cost(per_seed[s], label, "samples")
+                                  for s, r in zip(seeds, rows)],
+                      "cpu_seconds": [(r.get("cpu_seconds") or 0) + _search_cost(per_seed[s], label, "cpu_seconds")
+                                      for s, r in zip(seeds, rows)]})
+    randoms = {s: _random_rows(per_seed[s]["rows"], "") for s in seeds}
+    equal = {s: _random_rows(per_seed[s]["rows"], " @ DPL cost") for s in seeds}
+    for suffix, accs in (("", randoms), (" @ DPL cost", equal)):
+        if settings.random and all(accs.values()):
+            for name, fn in (("random (mean)", statistics.mean), ("random (best)", max),
+                             ("random (median)", statistics.median)):
+                table.append({"row": name + suffix, "test": [fn([r["test_acc"] for r in accs[s]]) for s in seeds],
+                              "tokens": None, "lrs": None, "epochs": accs[seeds[0]][0].get("epochs"),
+                              "samples": [statistics.mean(r.get("samples", 0) for r in accs[s]) for s in seeds],
+                              "cpu_seconds": [statistics.mean(r.get("cpu_seconds") or 0 for r in accs[s])
+                                              for s in seeds]})
+    diagnostics = _diagnostics(per_seed, seeds, settings)
+    randoms = {s: [r["test_acc"] for r in randoms[s]] for s in seeds}
     searches = {}
     for preset in settings.presets:
         label = f"searched ({preset})"
@@ -455,14 +580,54 @@ def summarise_design(design: str, per_seed: Dict[int, dict], settings: Settings)
             "seconds": [x["seconds"] for x in summaries], "supernet_val": supernet,
             "trained_val": [per_seed[s]["rows"][label]["val_acc"] for s in seeds],
             "trained_test": list(accs.values()), "configs": [x["config"] for x in summaries]}
-    return {"design": design, "seeds": seeds, "table": table, "searches": searches,
+    return {"design": design, "seeds": seeds, "table": table, "searches": searches, "diagnostics": diagnostics,
             "points": _points(per_seed)}
+
+
+def _is_random(label: str) -> bool:
+    return label.startswith("random ") and label.split(" ")[1].isdigit()
+
+
+def _random_rows(rows: Dict[str, dict], suffix: str) -> List[dict]:
+    return [r for label, r in rows.items()
+            if label.endswith(suffix) and _is_random(label[: len(label) - len(suffix)] if suffix else label)
+            and (suffix or "@" not in label)]
+
+
+def _search_cost(run: dict, label: str, key: str) -> float:
+    """A searched row's search cost (its preset's search; a selection's supernet evaluations are
+    forward only and reported apart)."""
+    if not label.startswith("searched ("):
+        return 0
+    preset = label[len("searched ("):].split(")")[0].split(",")[0]
+    return run["searches"].get(preset, {}).get(key) or 0
+
+
+def _diagnostics(per_seed: Dict[int, dict], seeds: List[int], settings: Settings) -> dict:
+    """Kendall tau (supernet score vs stand-alone test accuracy of the random and all-max
+    configurations), the spread of the random configurations against seed noise."""
+    taus = []
+    for seed in seeds:
+        run = per_seed[seed]
+        scores = (run.get("supernet") or {}).get("scores")
+        labels = [f"random {i + 1}" for i in range(settings.random)] + ["all-max"]
+        if scores and len(scores) == len(labels):
+            tau = kendall_tau([(a, -loss) for a, loss in scores], [run["rows"][x]["test_acc"] for x in labels])
+            taus.append(tau)
+    spreads = [statistics.stdev(r["test_acc"] for r in _random_rows(per_seed[s]["rows"], ""))
+               for s in seeds if len(_random_rows(per_seed[s]["rows"], "")) > 1]
+    hand = [per_seed[s]["rows"]["hand design"]["test_acc"] for s in seeds]
+    return {"kendall_tau": taus, "random_spread": statistics.mean(spreads) if spreads else None,
+            "seed_noise": statistics.stdev(hand) if len(hand) > 1 else None,
+            "selection_cost": [(per_seed[s].get("supernet") or {}).get("selection_cost") for s in seeds]}
 
 
 def _points(per_seed: Dict[int, dict]) -> List[dict]:
     """One point per configuration and seed for the accuracy-tokens plot; ``kind`` picks the marker."""
     def kind(label):
-        if label.startswith("random "):
+        if "@" in label:
+            return "other"
+        if _is_random(label):
             return "random"
         return "other" if ", init" in label else label  # the searched one under another init: not plotted
     return [{"seed": seed, "label": label, "kind": kind(label), "tokens": r["tokens"], "test_acc": r["test_acc"]}
@@ -473,13 +638,32 @@ def format_design(summary: dict, settings: Settings) -> str:
     seeds = summary["seeds"]
     width = max(len(r["row"]) for r in summary["table"]) + 2
     lines = [f"## {summary['design']} (seeds {', '.join(map(str, seeds))})", "",
-             f"| {'configuration':<{width}}| test acc (mean ± 95%) | per seed | tokens | lr (per seed) |",
-             f"|{'-' * (width + 1)}|---|---|---|---|"]
+             f"| {'configuration':<{width}}| test acc (mean ± 95%) | per seed | tokens | lr (per seed) | "
+             f"epochs | samples fwd+bwd (incl. search) | CPU s |",
+             f"|{'-' * (width + 1)}|---|---|---|---|---|---|---|"]
     for r in summary["table"]:
         lrs = "" if r["lrs"] is None else ", ".join("-" if lr is None else f"{lr:g}" for lr in r["lrs"])
+        samples = statistics.mean(r.get("samples") or [0])
+        cpu = statistics.mean(r.get("cpu_seconds") or [0])
         lines.append(f"| {r['row']:<{width}}| {mean_ci(r['test'])} | {', '.join(f'{a:.1f}' for a in r['test'])} | "
-                     f"{'' if r['tokens'] is None else r['tokens']} | {lrs} |")
+                     f"{'' if r['tokens'] is None else r['tokens']} | {lrs} | {r.get('epochs') or ''} | "
+                     f"{samples:,.0f} | {cpu:.0f} |")
     lines.append("")
+    d = summary.get("diagnostics") or {}
+    taus = [t for t in d.get("kendall_tau", []) if t is not None]
+    if d.get("kendall_tau"):
+        lines.append(f"- Kendall tau, supernet validation score vs stand-alone test accuracy of the random and "
+                     f"all-max configurations: {', '.join('n/a' if t is None else f'{t:+.2f}' for t in d['kendall_tau'])}"
+                     f" (mean {statistics.mean(taus) if taus else float('nan'):+.2f})")
+    spread, noise = d.get("random_spread"), d.get("seed_noise")
+    lines.append(f"- spread of stand-alone test accuracy across random configurations (std within a seed): "
+                 f"{'n/a' if spread is None else f'{spread:.1f}'}; seed noise (std of the hand design over seeds): "
+                 f"{'n/a' if noise is None else f'{noise:.1f}'} points")
+    for cost in d.get("selection_cost") or []:
+        if cost:
+            lines.append("- selection cost (forward only): " + "; ".join(
+                f"{m} {c['scored']} supernet evaluations, {c['samples']:,} images, {c['cpu_seconds']:.0f} CPU s"
+                for m, c in cost.items()))
     for preset, x in summary["searches"].items():
         diff = x["minus_hand"]
         sup = [v for v in x["supernet_val"] if v is not None]
@@ -556,14 +740,17 @@ def _benchmark(clip_model, task_for_seed, designs, seeds, settings, output, log)
     return report
 
 
-def demo_task(shots: int, seed: int, shift: str, test_images: Optional[int] = None) -> Task:
-    """The demo task's splits for ``seed``; ``test_images``: the first of the (randomly drawn) test set."""
+def demo_task(shots: int, seed: int, shift: str, test_images: Optional[int] = None,
+              val_shots: Optional[int] = None) -> Task:
+    """The demo task's splits for ``seed``; ``test_images``: the first of the (randomly drawn) test set;
+    ``val_shots``: validation images per class (default: the demo's, ``min(shots, 4)``)."""
     from dpl_plugin.demo.task import as_datasets, demo_splits
-    splits = demo_splits(shots, seed, shift)
+    splits = demo_splits(shots, seed, shift, val_shots=val_shots)
     train, val, test = as_datasets(splits)
     if test_images is not None and test_images < len(test):
         test = torch.utils.data.Subset(test, range(test_images))
-    return Task(f"demo/fashion-mnist/{shift}/{shots}shots/seed{seed}/test{len(test)}", splits.classnames,
+    val_name = "" if val_shots is None else f"/val{val_shots}"  # the default keeps the earlier runs' cache
+    return Task(f"demo/fashion-mnist/{shift}/{shots}shots{val_name}/seed{seed}/test{len(test)}", splits.classnames,
                 train, val, test)
 
 
@@ -601,7 +788,8 @@ def estimate(clip_model, task: Task, designs, seeds, settings: Settings) -> str:
             f"evaluations of ~{len(task.test) * per_image:.0f} s)")
 
 
-QUICK = dict(seeds=[1], shots=4, train_epochs=2, search_epochs=2, random=2, lrs=[0.006], test_images=500)
+QUICK = dict(seeds=[1], shots=4, train_epochs=2, search_epochs=2, random=2, lrs=[0.006], test_images=500,
+             selects=["perturbation", "sampled"], select_samples=8, searched_inits=["searched"])
 
 
 def parse_args(argv=None):
@@ -624,6 +812,16 @@ def parse_args(argv=None):
     parser.add_argument("--presets", nargs="+", default=list(default.presets), help="search presets (paper, robust)")
     parser.add_argument("--searched-inits", nargs="*", default=list(default.searched_inits), choices=INITS,
                         help="extra rows: the searched configuration under these initialisations")
+    parser.add_argument("--val-shots", type=int, default=None,
+                        help="validation images per class (the demo's default: min(shots, 4); the pool holds 20)")
+    parser.add_argument("--no-equal-cost", dest="equal_cost", action="store_false",
+                        help="leave out the rows trained as many samples as DPL processed")
+    parser.add_argument("--selects", nargs="*", default=[], choices=("argmax", "perturbation", "sampled"),
+                        help="extra rows: the first preset's supernet under these selections (SELECT)")
+    parser.add_argument("--select-samples", type=int, default=Settings().select_samples,
+                        help="SELECT sampled: configurations drawn from softmax(alpha) and scored")
+    parser.add_argument("--curve", type=int, nargs="*", default=[],
+                        help="extra rows: the hand design trained this many epochs each (its learning curve)")
     parser.add_argument("--output", default=None, help="default output/search_quality (--quick: ..._quick)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a few minutes on 2 CPU cores: {QUICK} unless given explicitly")
@@ -645,7 +843,9 @@ def main(argv=None):
     settings = Settings(shots=args.shots, train_epochs=args.train_epochs, search_epochs=args.search_epochs,
                         lrs=tuple(args.lrs), search_lr=args.search_lr, alpha_lr=args.alpha_lr,
                         search_init=args.search_init, random=args.random, insertion=args.insertion,
-                        presets=tuple(args.presets), searched_inits=tuple(args.searched_inits))
+                        presets=tuple(args.presets), searched_inits=tuple(args.searched_inits),
+                        equal_cost=args.equal_cost, selects=tuple(args.selects), select_samples=args.select_samples,
+                        curve=tuple(args.curve))
     start = time.perf_counter()
     clip_model = dpl.load_clip("dpl-demo")
     spec = dpl.BackboneSpec.of(clip_model)
@@ -655,7 +855,7 @@ def main(argv=None):
     if not INHERITANCE:
         print("note: this dpl_plugin cannot inherit the supernet's prompts: no 'init searched' rows")
     def task(seed):
-        return demo_task(args.shots, seed, shift, args.test_images)
+        return demo_task(args.shots, seed, shift, args.test_images, args.val_shots)
     print(estimate(clip_model, task(args.seeds[0]), args.designs, args.seeds, settings), flush=True)
     report = benchmark(clip_model, task, args.designs, args.seeds, settings, args.output,
                        log=lambda line: print(line, flush=True))

@@ -68,13 +68,18 @@ def demo_pools(shift: str = DEFAULT_SHIFT, root: Optional[str] = None) -> Tuple[
                  ((train_x, train_y, train_idx), (train_x, train_y, val_idx), (test_x, test_y, test_idx)))
 
 
-def demo_splits(shots: int = 16, seed: int = 1, shift: str = DEFAULT_SHIFT, root: Optional[str] = None) -> DemoSplits:
+def demo_splits(shots: int = 16, seed: int = 1, shift: str = DEFAULT_SHIFT, root: Optional[str] = None,
+                val_shots: Optional[int] = None) -> DemoSplits:
+    """``val_shots``: validation images per class (default ``min(shots, 4)``, at most the pool's 20)."""
     if not 1 <= shots <= TRAIN_POOL:
         raise ValueError(f"the demo task is few-shot: shots must be between 1 and {TRAIN_POOL}")
+    val_shots = min(shots, 4) if val_shots is None else val_shots
+    if not 1 <= val_shots <= VAL_POOL:
+        raise ValueError(f"validation shots must be between 1 and {VAL_POOL}, got {val_shots}")
     (train_x, train_y), (val_x, val_y), test = demo_pools(shift, root)
     g = torch.Generator().manual_seed(seed)
     train_idx = fewshot_indices(train_y, shots, g)
-    val_idx = fewshot_indices(val_y, min(shots, 4), g)
+    val_idx = fewshot_indices(val_y, val_shots, g)
     return DemoSplits(train=(train_x[train_idx], train_y[train_idx]), val=(val_x[val_idx], val_y[val_idx]),
                       test=test, classnames=list(CLASSNAMES), shift=shift)
 
