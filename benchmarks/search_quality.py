@@ -789,7 +789,7 @@ def estimate(clip_model, task: Task, designs, seeds, settings: Settings) -> str:
 
 
 QUICK = dict(seeds=[1], shots=4, train_epochs=2, search_epochs=2, random=2, lrs=[0.006], test_images=500,
-             selects=["perturbation", "sampled"], select_samples=8, searched_inits=["searched"])
+             selects=["sampled"], select_samples=8, searched_inits=["searched"])
 
 
 def parse_args(argv=None):

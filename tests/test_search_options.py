@@ -193,3 +193,50 @@ def test_template_initialisation_starts_layer_zero_from_the_context_words(tiny_c
     model = build_prompted_clip(tiny_clip, CLASSNAMES, too_long, text_init="template")
     assert model.prompt_learner.text["0"].std().item() == pytest.approx(0.02, rel=0.5)
     assert spec.text_layers == 3
+
+
+# -- supernet regularisers ---------------------------------------------------------------------------
+def test_beta_decay_adds_the_rising_mean_logsumexp_of_alpha(tiny_clip):
+    from dpl_plugin.search.regularizers import alpha_penalty
+
+    learner = build_supernet(tiny_clip, CLASSNAMES, candidates=(0, 1, 3)).prompt_learner
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for table in learner.alpha.tables.values():
+            table.normal_()
+    s = SearchSettings(epochs=5, beta_decay=4.0).resolved()
+    rows = torch.cat([torch.logsumexp(t.detach(), -1) for t in learner.alpha.tables.values()])  # 6 layers
+    assert alpha_penalty(learner, s, epoch=0).item() == 0.0  # lambda rises from 0
+    torch.testing.assert_close(alpha_penalty(learner, s, epoch=2).detach(), 4.0 * 2 / 4 * rows.mean())
+    grads = torch.autograd.grad(alpha_penalty(learner, s, epoch=4), learner.arch_parameters())
+    for grad, table in zip(grads, learner.alpha.tables.values()):  # d/d alpha = lambda * softmax / layers
+        torch.testing.assert_close(grad, 4.0 * torch.softmax(table.detach(), -1) / 6)
+
+
+def test_alpha_noise_perturbs_the_prompt_step_within_eps_and_restores_alpha(tiny_clip):
+    from dpl_plugin.search.regularizers import alpha_noise
+
+    learner = build_supernet(tiny_clip, CLASSNAMES, candidates=(0, 1, 3)).prompt_learner
+    s = SearchSettings(epochs=3, alpha_noise=0.3).resolved()
+    torch.manual_seed(0)
+    before = {k: t.detach().clone() for k, t in learner.alpha.tables.items()}
+    for epoch, eps in ((0, 0.03), (2, 0.3)):  # a tenth of the value, rising to it
+        with alpha_noise(learner, s, epoch):
+            shift = torch.cat([(t.detach() - before[k]).flatten() for k, t in learner.alpha.tables.items()])
+            assert 0 < shift.abs().max() <= eps and shift.abs().max() > eps / 2
+        for k, t in learner.alpha.tables.items():
+            assert torch.equal(t.detach(), before[k])
+    with alpha_noise(learner, SearchSettings(epochs=3).resolved(), 1):  # off by default
+        assert all(torch.equal(t.detach(), before[k]) for k, t in learner.alpha.tables.items())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(select="best"), "SELECT must be one of argmax, perturbation, sampled"),
+    (dict(select_samples=0), "SELECT_SAMPLES must be a positive integer"),
+    (dict(select_from="prior"), "SELECT_FROM must be one of alpha, space"),
+    (dict(alpha_noise=-0.1), "ALPHA_NOISE must be a number >= 0"),
+    (dict(early_stop_confidence=1.5), "EARLY_STOP_CONFIDENCE is a probability"),
+])
+def test_bad_selection_and_regulariser_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SearchSettings(**kwargs).resolved()

@@ -35,10 +35,28 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     rows = report["runs"]["ivlp"]["1"]["rows"]
     inherited = ["searched (paper), init searched (prefix)"] if sq.INHERITANCE else []
     form = SETTINGS.insertion if sq.TEMPLATE_ANY_FORM else "native"
+    equal = ["hand design @ DPL cost", "random 1 @ DPL cost", "random 2 @ DPL cost", "all-max @ DPL cost"]
     assert list(rows) == ["zero-shot", "hand design", "searched (paper)", "searched (paper), init random (native)",
-                          f"searched (paper), init template ({form})", *inherited, "random 1", "random 2", "all-max"]
-    assert [r["row"] for r in summary["table"]] == [label for label in rows if not label.startswith("random ")] + [
-        "random (mean)", "random (best)", "random (median)"]
+                          f"searched (paper), init template ({form})", *inherited, "random 1", "random 2", "all-max",
+                          *equal]
+    assert [r["row"] for r in summary["table"]] == [
+        label for label in rows if label not in ("random 1", "random 2", "random 1 @ DPL cost", "random 2 @ DPL cost")
+    ] + ["random (mean)", "random (best)", "random (median)", "random (mean) @ DPL cost", "random (best) @ DPL cost",
+         "random (median) @ DPL cost"]
+    # cost, counted: 10 training images a train epoch; the 1-epoch search's 3 prompt steps (batches of
+    # 4, 4, 2) each after an alpha step on the 10 validation images (one batch of up to 16)
+    search_samples = 10 + 3 * 10
+    assert report["runs"]["ivlp"]["1"]["searches"]["paper"]["samples"] == search_samples
+    assert rows["hand design"]["samples"] == 10 * SETTINGS.train_epochs and rows["zero-shot"]["samples"] == 0
+    dpl_total = search_samples + 10 * SETTINGS.train_epochs
+    for label in equal:  # trained as many samples as DPL (search + train stage) processed
+        assert rows[label]["samples"] == dpl_total and rows[label]["epochs"] == dpl_total // 10
+    table = {r["row"]: r for r in summary["table"]}
+    assert table["searched (paper)"]["samples"] == [dpl_total] and table["hand design"]["cpu_seconds"][0] > 0
+    # Kendall tau between the supernet's scores of the random and all-max configurations and their accuracy
+    scores = report["runs"]["ivlp"]["1"]["supernet"]["scores"]
+    accs = [rows[x]["test_acc"] for x in ("random 1", "random 2", "all-max")]
+    assert summary["diagnostics"]["kendall_tau"] == [sq.kendall_tau([(a, -loss) for a, loss in scores], accs)]
 
     # the configurations: hand design scaled to 3 layers (depth round(9/12 * 3) = 2), samples of the space
     assert rows["hand design"]["config"] == {"text": [2, 2, 0], "vision": [2, 2, 0], "insertion": "native",
@@ -76,12 +94,12 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     cache = json.load(open(tmp_path / "cache.json"))
     assert cache["format"] == sq.CACHE_FORMAT
     kinds = [e["identity"]["kind"] for e in cache["entries"].values()]
-    assert kinds.count("search") == 1
+    assert kinds.count("search") == 1 and kinds.count("supernet") == 1
     trainings = [e for e in cache["entries"].values() if e["identity"]["kind"] == "training"]
-    distinct = {(json.dumps(r["config"]), r["init"]) for r in rows.values()}
+    distinct = {(json.dumps(r["config"]), r["init"], r["epochs"]) for r in rows.values()}
     assert len(trainings) == 1 + 2 * (len(distinct) - 1)  # zero-shot once, every other configuration at 2 lrs
     trained = [line for line in log if "| lr " in line]
-    assert len(trained) == len(trainings) and report["new_results"] == len(trainings) + 1
+    assert len(trained) == len(trainings) and report["new_results"] == len(trainings) + 2  # + search, supernet scores
 
     # a second call retrains nothing and reports the same
     log.clear()
@@ -100,6 +118,13 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     redone = json.load(open(tmp_path / "cache.json"))["entries"][key]["result"]
     assert redone["val_acc"] == entry["result"]["val_acc"] and redone["val_loss"] == entry["result"]["val_loss"]
     assert resumed["summaries"] == report["summaries"]
+
+
+def test_kendall_tau_b_matches_its_definition():
+    assert sq.kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0 and sq.kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    # one tie in x: (P - Q) / sqrt((n0 - n1) (n0 - n2)) with P = 2, Q = 0, n0 = 3, n1 = 1, n2 = 0
+    assert abs(sq.kendall_tau([1, 1, 2], [1, 2, 3]) - 2 / (2 * 3) ** 0.5) < 1e-12
+    assert sq.kendall_tau([1, 1], [1, 2]) is None
 
 
 def test_hand_designs_are_the_published_ones_scaled_to_the_depth():

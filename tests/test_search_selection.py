@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import CLASSNAMES
+from dpl_plugin import load_clip
 from dpl_plugin.search import build_supernet
 from dpl_plugin.search.selection import fixed_layers, select, validation_score
 
@@ -15,12 +16,13 @@ TARGET = [2, 0, 1]  # candidate indices per text layer: (3, 0, 1) tokens
 CANDIDATES = (0, 1, 3)
 
 
-@pytest.fixture()
-def known(tiny_clip):
+@pytest.fixture(scope="module")
+def known(tiny_clip_path):
     """A text-branch supernet with large random candidate prompts and validation labels that are the
     predictions of the configuration TARGET: TARGET alone scores 100%. (The random CLIP's class and
     position embeddings are zeroed: otherwise they dominate its image features and every image gets
     the same class.)"""
+    tiny_clip = load_clip(tiny_clip_path)  # one for the module: every test sets alpha itself
     with torch.no_grad():
         tiny_clip.visual.class_embedding.zero_()
         tiny_clip.visual.positional_embedding.zero_()
