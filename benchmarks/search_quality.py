@@ -369,7 +369,7 @@ class SearchQuality:
             val_accuracy = scores(supernet, task.val)[0]
         summary = {"config": config_dict(result.config), "confidence": confidence(result.history),
                    "seconds": round(time.perf_counter() - start, 1), "val_accuracy": val_accuracy,
-                   "id": ResultCache.key(identity), "samples": getattr(result, "samples", 0),
+                   "id": ResultCache.key(identity), "samples": getattr(result, "samples", None),
                    "cpu_seconds": round(time.process_time() - cpu, 1), "epochs_run": result.epochs_run}
         self.cache.put(identity, summary)
         self.trained += 1
@@ -406,7 +406,10 @@ class SearchQuality:
                 config = dpl.PromptConfig(text=c["text"], vision=c["vision"], coupled=c["coupled"])
                 rows.append(self.row(task, seed, f"searched ({s.presets[0]}, {method})", main(config), "template",
                                      design))
-        if s.equal_cost and s.presets:
+        if s.equal_cost and s.presets and searches[s.presets[0]].get("samples") is None:
+            self.log(f"{design} seed {seed}: its search was cached before searches counted their samples: "
+                     f"no rows at DPL's cost (use another --output to search again)")
+        elif s.equal_cost and s.presets:
             epochs = self.equal_cost_epochs(task, searches[s.presets[0]])
             for label, config in [("hand design", hand)] + [(f"random {i + 1}", main(c)) for i, c in enumerate(randoms)] \
                     + [("all-max", main(space.all_max()))]:
