@@ -16,8 +16,10 @@ from .prompting.learners import PromptLearner, PromptSet
 from .prompting.model import PromptedCLIP, build_prompted_clip
 from .prompting.text_inputs import ContextOverflowError, build_prompts
 from .runtime import distributed, sharded_data
+from .runtime.reproducibility import seed_everything
 from .search import BilevelSearch, SearchResult, SearchSettings, build_supernet
 from .search.stage import search_prompt_lengths
+from . import demo  # noqa: E402  (the offline demo task; after the library it runs on)
 
 __version__ = "0.1.0"
 
@@ -26,5 +28,6 @@ __all__ = [
     "NonFiniteLogitsError", "NonFiniteLossError", "OptionError", "PromptConfig", "PromptConfigError",
     "PromptLearner", "PromptSet", "PromptedCLIP", "SearchResult", "SearchSettings", "TrainSettings",
     "WeightsNotFoundError", "build_prompted_clip", "build_prompts", "build_supernet", "distributed", "evaluate",
-    "get_design", "load_clip", "optim", "sharded_data", "search_prompt_lengths", "train_prompts",
+    "demo", "get_design", "load_clip", "optim", "seed_everything", "sharded_data", "search_prompt_lengths",
+    "train_prompts",
 ]

@@ -42,7 +42,9 @@ def test_extend_cfg_adds_every_key_with_the_recipe_defaults():
     assert tuple(s.ALPHA_BETAS) == (0.5, 0.999) and s.ALPHA_WEIGHT_DECAY == 0.0 and not s.SECOND_ORDER
     assert dpl.TRAIN.INIT == "normal:0.02" and dpl.TEXT_CHECKPOINT is False
     assert cfg.TRAINER.MAPLE.PROMPT_DEPTH == 9 and cfg.TRAINER.COOP.N_CTX == 16
-    assert cfg.TRAINER.IVLP.N_CTX_TEXT == 2 and cfg.TRAINER.VPT.PROMPT_DEPTH_VISION == 1
+    # The baselines' published designs (MaPLe's configs): VPT-deep 8 tokens in all 12 layers, IVLP 2 + 2 in all 12.
+    assert cfg.TRAINER.IVLP.N_CTX_TEXT == 2 and cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT == 12
+    assert (cfg.TRAINER.VPT.N_CTX_VISION, cfg.TRAINER.VPT.PROMPT_DEPTH_VISION) == (8, 12)
     assert cfg.DATASET.SUBSAMPLE_CLASSES == "all"
     # Command-line overrides reach the new keys (yacs rejects unknown ones).
     cfg.merge_from_list(["TRAINER.DPL.CANDIDATES", "(0, 2, 4, 6)", "TRAINER.DPL.SEARCH.EPOCHS", "3"])
@@ -130,6 +132,14 @@ def test_baseline_configs_give_the_published_hand_designs(trainer, config, text,
     kwargs, ctx_init = cls.baseline_settings(None, cfg)
     hand = get_design(cls.design_name).baseline_config(VIT_B16, **kwargs)
     assert (hand.text, hand.vision, hand.coupled, hand.insertion) == (text, vision, coupled, "native")
+
+
+@pytest.mark.parametrize("trainer", ["DPL_CoOp", "DPL_VPT", "DPL_IVLP", "DPL_MaPLe"])
+def test_baseline_mode_without_a_config_file_is_the_designs_published_baseline(trainer):
+    cls = _trainer_class(trainer)
+    kwargs, _ = cls.baseline_settings(None, dpl_cfg())
+    design = get_design(cls.design_name)
+    assert design.baseline_config(VIT_B16, **kwargs) == design.baseline_config(VIT_B16)
 
 
 def test_optimizer_covers_only_the_given_parameters_and_schedules_as_dassl():

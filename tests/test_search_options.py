@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from conftest import CLASSNAMES
-from dpl_plugin import BackboneSpec, PromptConfig, build_prompted_clip
-from dpl_plugin.prompting.initialization import context_embeddings
+from dpl_plugin import BackboneSpec, PromptConfig, PromptConfigError, build_prompted_clip
+from dpl_plugin.prompting.initialization import context_embeddings, inherit_prompts
 from dpl_plugin.search import PRESETS, AlphaHistory, SearchSettings, build_supernet, confidence_summary, derive_config
 from dpl_plugin.search.discretize import choose
-from dpl_plugin.search.inherit import inherit_prompts
 from dpl_plugin.search.settings import temperature_at, yacs_defaults
 from test_search_loop import make_search
 
@@ -103,8 +102,8 @@ def test_warm_up_leaves_alpha_untouched_during_its_epochs(tiny_clip):
     initial = {k: t.detach().clone() for k, t in search.learner.alpha.tables.items()}
     prompts = [p.detach().clone() for p in search.prompt_params]
     steps = []
-    original = search.alpha_optimizer.step
-    search.alpha_optimizer.step = lambda *a, **k: (steps.append(search.epoch), original(*a, **k))[1]
+    original = search.architect.optimizer.step
+    search.architect.optimizer.step = lambda *a, **k: (steps.append(search.epoch), original(*a, **k))[1]
     result = search.run()
     assert steps and min(steps) == 2  # alpha moved in the third epoch only
     for key, table in initial.items():
@@ -178,6 +177,22 @@ def test_inherited_prompts_reproduce_the_supernet_at_its_choice(tiny_clip, image
     supernet.eval(), model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(images), supernet(images), rtol=1e-5, atol=1e-4)
+
+
+def test_searched_initialisation_inherits_from_the_supernet_or_is_refused(tiny_clip, images):
+    learner = build_supernet(tiny_clip, CLASSNAMES, candidates=(0, 1, 3), coupled=True).prompt_learner
+    config = derive_config(learner)
+    with pytest.raises(PromptConfigError, match="needs|pass supernet="):
+        build_prompted_clip(tiny_clip, CLASSNAMES, config, text_init="searched", vision_init="searched")
+    with pytest.raises(PromptConfigError, match="set both text_init and vision_init"):
+        build_prompted_clip(tiny_clip, CLASSNAMES, config, text_init="searched", supernet=learner)
+    model = build_prompted_clip(tiny_clip, CLASSNAMES, config, text_init="searched", vision_init="searched",
+                                supernet=learner)
+    for layer, n in enumerate(config.text):
+        if n:
+            inherited = model.prompt_learner.text[str(layer)]
+            torch.testing.assert_close(inherited, learner.candidate_prompt("text", layer, n))
+            torch.testing.assert_close(model.prompt_learner.maps[str(layer)].weight, learner.maps[str(layer)].weight)
 
 
 def test_template_initialisation_starts_layer_zero_from_the_context_words(tiny_clip):

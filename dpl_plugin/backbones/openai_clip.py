@@ -9,7 +9,6 @@ assumed: :class:`BackboneSpec` reads them off the loaded model.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import socket
@@ -23,7 +22,7 @@ import torch
 
 from ..errors import DPLError
 from .clip_package import clip_api, clip_model_module
-from .weights_check import checksum_problem, state_dict_problem
+from .weights_check import checksum_problem, file_sha256, state_dict_problem, url_sha256
 
 DEFAULT_CACHE = os.path.expanduser("~/.cache/clip")
 # Weights shipped inside this package, usable offline by name (see dpl_plugin/demo).
@@ -63,9 +62,6 @@ class BackboneSpec:
     def layers(self, branch: str) -> int:
         return {"text": self.text_layers, "vision": self.vision_layers}[branch]
 
-    def width(self, branch: str) -> int:
-        return {"text": self.text_width, "vision": self.vision_width}[branch]
-
     @classmethod
     def of(cls, model: "clip_model_module.CLIP", name: str = "") -> "BackboneSpec":
         text = model.transformer
@@ -95,15 +91,7 @@ class BackboneSpec:
 def _cache_path(name: str, download_root: Optional[str]) -> tuple[str, str, str]:
     url = clip_api._MODELS[name]
     root = download_root or DEFAULT_CACHE
-    return url, os.path.join(root, os.path.basename(url)), url.split("/")[-2]
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return url, os.path.join(root, os.path.basename(url)), url_sha256(url)
 
 
 def resolve_weights(name_or_path: str, download_root: Optional[str] = None) -> str:
@@ -127,7 +115,7 @@ def resolve_weights(name_or_path: str, download_root: Optional[str] = None) -> s
         )
     url, target, expected_sha = _cache_path(name_or_path, download_root)
     if os.path.isfile(target):
-        if _sha256(target) == expected_sha:
+        if file_sha256(target) == expected_sha:
             return target
         raise CorruptWeightsError(
             f"{target} exists but its SHA256 does not match clip's published checksum for "
@@ -145,7 +133,7 @@ def resolve_weights(name_or_path: str, download_root: Optional[str] = None) -> s
     try:
         return clip_api._download(url, os.path.dirname(target))
     except (urllib.error.URLError, OSError) as err:
-        if os.path.isfile(target) and _sha256(target) != expected_sha:
+        if os.path.isfile(target) and file_sha256(target) != expected_sha:
             os.remove(target)  # never leave a partial file that looks like a cached model
         raise WeightsNotFoundError(
             f"CLIP weights '{name_or_path}' are not in the cache and could not be downloaded "

@@ -28,11 +28,25 @@ from .clip_package import clip_api, clip_model_module
 _NON_TENSOR_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
+def url_sha256(url: str) -> str:
+    """The SHA-256 clip publishes for a model: the second-to-last part of its download URL."""
+    return url.split("/")[-2]
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks (model files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def published_sha256(path: str) -> Optional[tuple]:
     """``(model name, SHA-256, URL)`` if ``path``'s file name is one of clip's models, else None."""
     for name, url in clip_api._MODELS.items():
         if os.path.basename(url) == os.path.basename(path):
-            return name, url.split("/")[-2], url
+            return name, url_sha256(url), url
     return None
 
 

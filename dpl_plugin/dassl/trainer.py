@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os.path as osp
 import sys
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +33,13 @@ from ..engine.checkpoint import CorruptCheckpointError
 from ..engine.finite import check_finite, check_finite_logits
 from ..errors import OptionError
 from ..prompting.initialization import SEARCHED
-from ..prompting.templates import DATASET_TEMPLATES, IMAGENET_TEMPLATES
-from ..prompting.text_inputs import DEFAULT_TEMPLATE
+from ..prompting.templates import DEFAULT_TEMPLATE, text_input
 from ..runtime import distributed
 from ..runtime.lock import lock_output_dir
 from ..runtime.reproducibility import capture_rng_state, restore_rng_state, seed_everything
 from ..runtime.sharded_data import set_epoch
 from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet, definition
-from ..search.inherit import inherit_prompts, supernet_from_checkpoint
+from ..search.inherit import supernet_from_checkpoint
 from . import checkpoint_folder
 from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
 from .distributed_data import split_loaders
@@ -252,31 +251,32 @@ class DPLTrainer(TrainerX):
     # -- the search stage --------------------------------------------------------------------------
     def search(self) -> PromptConfig:
         """The searched configuration: a finished search's, else search (resuming an interrupted one)."""
-        cfg, s = self.cfg, self.cfg.TRAINER.DPL.SEARCH
+        cfg = self.cfg
         folder = osp.join(self.output_dir, SEARCH_DIR)
         finished = self._finished_search()
         if finished is not None:
             return finished
         definition.check_unfinished(folder, self._search_definition(),
                                     resuming=osp.isfile(osp.join(folder, CHECKPOINT_FILE)))
+        precision = "amp" if self.precision == "amp" else "fp32"
+        settings = SearchSettings.from_cfg(cfg.TRAINER.DPL.SEARCH, precision=precision, resume=True)
         self._reseed()
-        templates, merge = self._text_input(s.TEXT)
+        templates, merge = text_input(settings.text, cfg.DATASET.NAME)
         model = build_supernet(self.clip_model, self.classnames, candidates=cfg.TRAINER.DPL.CANDIDATES,
-                               templates=templates or (DEFAULT_TEMPLATE,), merge=merge, text_init=s.TEXT_INIT,
-                               vision_init=s.VISION_INIT, text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT,
+                               templates=templates or (DEFAULT_TEMPLATE,), merge=merge, text_init=settings.text_init,
+                               vision_init=settings.vision_init, text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT,
                                **self.design.search_space()).to(self.device)
         learner = model.prompt_learner
-        optimizer, scheduler = build_optimizer_and_scheduler(learner.prompt_parameters(), cfg.OPTIM, lr=s.LR,
-                                                             max_epoch=s.EPOCHS)
-        train_loader, val_loader = search_loaders(cfg, self.dm.dataset, s.BATCH_SIZE, s.VAL_BATCH_SIZE)
+        optimizer, scheduler = build_optimizer_and_scheduler(learner.prompt_parameters(), cfg.OPTIM, lr=settings.lr,
+                                                             max_epoch=settings.epochs)
+        train_loader, val_loader = search_loaders(cfg, self.dm.dataset, settings.batch_size, settings.val_batch_size)
         self._seed_rank()
-        settings = SearchSettings.from_cfg(s, precision="amp" if self.precision == "amp" else "fp32", resume=True)
         provenance = {"trainer": cfg.TRAINER.NAME, "design": self.design.name, "dataset": cfg.DATASET.NAME,
                       "shots": cfg.DATASET.NUM_SHOTS, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
-                      "seed": cfg.SEED, "backbone": cfg.MODEL.BACKBONE.NAME, "search_epochs": s.EPOCHS,
+                      "seed": cfg.SEED, "backbone": cfg.MODEL.BACKBONE.NAME, "search_epochs": settings.epochs,
                       definition.PROVENANCE_KEY: self._search_definition()}
         print(f"Searching prompt lengths ({self.design.name} design, branches {list(self.design.branches)}, "
-              f"candidates {list(learner.candidates)}, {s.EPOCHS} epochs) into {folder}")
+              f"candidates {list(learner.candidates)}, {settings.epochs} epochs) into {folder}")
         result = BilevelSearch(model, train_loader, val_loader, optimizer, scheduler, settings, folder, self.device,
                                provenance=provenance).run()
         print(f"Searched configuration: text {result.config.text} vision {result.config.vision}")
@@ -339,12 +339,11 @@ class DPLTrainer(TrainerX):
         cfg = self.cfg
         self._reseed()  # the same initial prompts whether or not a search ran before
         init = cfg.TRAINER.DPL.TRAIN.INIT
-        templates, merge = self._text_input(cfg.TRAINER.DPL.TEXT)
+        templates, merge = text_input(cfg.TRAINER.DPL.TEXT, cfg.DATASET.NAME)
+        supernet = self._searched_supernet(config) if init == SEARCHED else None  # one-shot NAS: inherit
         model = build_prompted_clip(self.clip_model, self.classnames, config, ctx_init=self.ctx_init,
                                     templates=templates, merge=merge, text_init=init, vision_init=init,
-                                    text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT).to(self.device)
-        if init == SEARCHED:  # one-shot NAS: start from the supernet's prompts of the chosen lengths
-            inherit_prompts(model, self._searched_supernet(config).to(self.device))
+                                    text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT, supernet=supernet).to(self.device)
         learner = model.prompt_learner
         params = [p for p in learner.parameters() if p.requires_grad]
         optim = sched = None
@@ -364,18 +363,6 @@ class DPLTrainer(TrainerX):
                                         **self.design.search_space())
 
     # -- small helpers -----------------------------------------------------------------------------
-    def _text_input(self, text: str) -> Tuple[Optional[Sequence[str]], str]:
-        """``(templates, merge)``; None = the design's default text (dpl_plugin.prompting.text_inputs.plan_text_input)."""
-        if text in ("ensemble", "embedding_ensemble"):
-            return list(IMAGENET_TEMPLATES), "embeddings" if text == "embedding_ensemble" else "features"
-        if text == "custom":
-            name = self.cfg.DATASET.NAME
-            if name not in DATASET_TEMPLATES:
-                raise OptionError(f"TRAINER.DPL.TEXT custom: no hand-written prompt for dataset '{name}'; known: "
-                                  f"{sorted(DATASET_TEMPLATES)}. Use TEXT default or ensemble")
-            return [DATASET_TEMPLATES[name]], "features"
-        return None, "features"
-
     def _precision(self) -> str:
         prec = self.cfg.TRAINER.DPL.PREC
         if self.device.type != "cuda" and prec != "fp32":

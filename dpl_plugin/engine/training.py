@@ -19,7 +19,7 @@ from ..runtime import distributed
 from ..runtime.sharded_data import set_epoch
 from .batches import accuracy, default_batch
 from .finite import check_finite, check_finite_logits
-from .optim import build_lr_scheduler, build_sgd
+from .optim import RECIPE_LR, build_lr_scheduler, build_sgd
 from .progress import EpochProgress
 
 logger = logging.getLogger("dpl_plugin.engine.training")
@@ -29,7 +29,7 @@ logger.addFilter(distributed.main_rank_only)
 @dataclass
 class TrainSettings:
     epochs: int = 40
-    lr: float = 3.5e-3
+    lr: float = RECIPE_LR
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: int = 1

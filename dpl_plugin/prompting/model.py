@@ -17,7 +17,7 @@ from ..backbones.openai_clip import BackboneSpec
 from ..prompt_config import PromptConfig
 from ..runtime import distributed
 from .encoders import PromptedImageEncoder, PromptedTextEncoder
-from .initialization import context_embeddings, random_part, template_plan
+from .initialization import check_searched, context_embeddings, inherit_prompts, random_part, template_plan
 from .learners import PromptLearner, PromptSet
 from .text_inputs import TokenizedPrompts, build_prompts, plan_text_input
 
@@ -144,19 +144,21 @@ def build_prompted_clip(
     truncate: bool = True,
     merge: str = "features",
     text_checkpoint: bool = False,
+    supernet=None,
 ) -> PromptedCLIP:
     """A :class:`PromptedCLIP` with fixed-length prompts as ``config`` describes them.
 
     ``ctx_init`` (e.g. "a photo of a") gives the text input tokens their initial values under
     native insertion when it is long enough, as in CoOp and MaPLe; ``text_init="template"`` does
-    so in either form, with "a photo of a" when ``ctx_init`` is empty (:mod:`.initialization`); ``templates`` replaces the fixed
-    text ("a photo of a {}."); several are merged per ``merge`` (see :class:`TokenizedPrompts`).
-    ``text_checkpoint``: activation checkpointing in the text encoder (see :class:`PromptedCLIP`).
+    so in either form, with "a photo of a" when ``ctx_init`` is empty; ``"searched"`` (both inits)
+    starts every prompt from ``supernet``'s (a search's learner) candidates of the chosen lengths
+    (:mod:`.initialization`). ``templates`` replaces the fixed text ("a photo of a {}."); several
+    are merged per ``merge`` (see :class:`TokenizedPrompts`). ``text_checkpoint``: activation
+    checkpointing in the text encoder (see :class:`PromptedCLIP`).
     """
-    backbone = BackboneSpec.of(clip_model)
-    config.validate(backbone)
-    text_init, ctx_init, from_context = template_plan(text_init, ctx_init)
-    vision_init = random_part(vision_init)
+    backbone = BackboneSpec.of(clip_model)  # PromptLearner validates config against it
+    inherits = check_searched(text_init, vision_init, supernet)
+    ctx_init, from_context = template_plan(text_init, ctx_init)
     templates, n_slots, mode = plan_text_input(config.insertion, config.input_length("text"), ctx_init, templates)
     prompts = build_prompts(classnames, templates, n_slots, mode, backbone.context_length, truncate, merge)
     layer0 = None
@@ -165,6 +167,9 @@ def build_prompted_clip(
             layer0 = clip_model.token_embedding(prompts.tokens[0, 1: 1 + n_slots]).float()
     elif from_context and config.text[0]:  # prefix form: the same words as keys and values
         layer0 = context_embeddings(clip_model, ctx_init, config.text[0])
-    learner = PromptLearner(config, backbone, text_init, vision_init, layer0_text=layer0)
+    learner = PromptLearner(config, backbone, random_part(text_init), random_part(vision_init), layer0_text=layer0)
     learner.to(clip_model.logit_scale.device)
-    return PromptedCLIP(clip_model, prompts, learner, text_checkpoint=text_checkpoint)
+    model = PromptedCLIP(clip_model, prompts, learner, text_checkpoint=text_checkpoint)
+    if inherits:
+        inherit_prompts(model, supernet.to(clip_model.logit_scale.device))
+    return model

@@ -23,6 +23,7 @@ import torch
 
 from ..backbones.clip_package import clip_api
 from ..errors import DPLError
+from .templates import DEFAULT_TEMPLATE
 
 _tokenizer = clip_api._tokenizer
 SOT = _tokenizer.encoder["<|startoftext|>"]
@@ -66,7 +67,7 @@ class TokenizedPrompts:
 
 def build_prompts(
     classnames: Sequence[str],
-    templates: Sequence[str] = ("a photo of a {}.",),
+    templates: Sequence[str] = (DEFAULT_TEMPLATE,),
     n_slots: int = 0,
     slot_mode: str = "prepend",
     context_length: int = 77,
@@ -119,15 +120,6 @@ def _check_overlay(template: str, body: List[int], n_slots: int, previous: Optio
     if previous is not None and previous != text:
         raise ValueError("overlay slots need all templates to start with the same words")
     return text
-
-
-def check_context(classnames: Sequence[str], templates=("a photo of a {}.",), n_slots: int = 0,
-                  context_length: int = 77) -> None:
-    """Raise :class:`ContextOverflowError` if any class prompt does not fit the context."""
-    build_prompts(classnames, templates, n_slots, "prepend", context_length)
-
-
-DEFAULT_TEMPLATE = "a photo of a {}."
 
 
 def plan_text_input(insertion: str, n_input: int, ctx_init: str = "", templates: Optional[Sequence[str]] = None):

@@ -2,14 +2,16 @@
 
 Every training minibatch makes two steps (first-order DARTS, as the official code):
 
-1. ``alpha`` step: cross-entropy of a *validation* batch, gradients for ``alpha`` only, Adam;
+1. ``alpha`` step (:class:`~dpl_plugin.search.architect.Architect`): cross-entropy of a
+   *validation* batch, gradients for ``alpha`` only, Adam (``second_order=True``: DARTS's unrolled
+   approximation);
 2. prompt step: cross-entropy of the training batch, gradients for the prompts only, the prompt
    optimizer (SGD in the recipe).
 
 Validation batches come from cycling a (shuffled) validation loader, so ``alpha`` sees all of the
-validation data rather than the same first batch. ``second_order=True`` replaces step 1 by
-DARTS's unrolled approximation. After every epoch the loop records ``softmax(alpha)``, writes the
-history and heatmaps, and checkpoints everything needed to resume exactly where it stopped.
+validation data rather than the same first batch. After every epoch the loop records
+``softmax(alpha)``, writes the history and heatmaps, and checkpoints everything needed to resume
+exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,17 +30,17 @@ from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.finite import check_finite
 from ..engine.progress import EpochProgress
 from ..engine.training import evaluate
-from ..errors import DPLError, NonFiniteLossError
+from ..errors import DPLError
 from ..prompt_config import PromptConfig
 from ..runtime import distributed
 from ..runtime.reproducibility import capture_rng_state, restore_rng_state
 from ..runtime.sharded_data import set_epoch
+from .architect import Architect, apply_gradients
 from .definition import differences, flatten
 from .discretize import confidence_summary, derive_config
 from .health import check_alpha
 from .history import AlphaHistory, format_confidence
 from .plots import plot_history
-from .regularizers import alpha_penalty
 from .settings import SearchSettings, temperature_at
 from .supernet import SupernetPromptLearner
 
@@ -140,24 +142,18 @@ class BilevelSearch:
         if not isinstance(self.learner, SupernetPromptLearner):
             raise TypeError("BilevelSearch needs a model built with a SupernetPromptLearner (see build_supernet)")
         self.settings = (settings or SearchSettings()).resolved()
-        if self.settings.second_order and self.settings.precision == "amp":
-            raise ValueError("the second-order alpha step is implemented for fp32 only")
         self.train_loader, self.batch_fn = train_loader, batch_fn
         self.val_loader = val_loader
         self.val_batches = CyclingIterator(val_loader)
         self.device = device or self.learner.lengths.device
         self.prompt_optimizer, self.scheduler = prompt_optimizer, scheduler
-        self.arch_params = self.learner.arch_parameters()
         self.prompt_params = self.learner.prompt_parameters()
-        arch_ids = {id(p) for p in self.arch_params}
-        if any(id(p) in arch_ids for g in prompt_optimizer.param_groups for p in g["params"]):
-            raise ValueError("the prompt optimizer holds alpha: give it learner.prompt_parameters() only")
-        s = self.settings
-        self.alpha_optimizer = torch.optim.Adam(self.arch_params, lr=s.alpha_lr, betas=tuple(s.alpha_betas),
-                                                weight_decay=s.alpha_weight_decay)
-        amp = s.precision == "amp" and self.device.type == "cuda"
+        amp = self.settings.precision == "amp" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.autocast = amp
+        # A lambda, so that the architect always calls this search's current _loss.
+        self.architect = Architect(self.learner, self.settings, prompt_optimizer,
+                                   lambda batch, phase: self._loss(batch, phase), self.scaler)
         self.output_dir = output_dir
         self.provenance = dict(provenance or {})
         self.history = AlphaHistory(self.learner.candidates)
@@ -179,56 +175,6 @@ class BilevelSearch:
         if self.output_dir and os.path.isfile(os.path.join(self.output_dir, CHECKPOINT_FILE)):
             return f"the checkpoint of epoch {self.epoch} in {self.output_dir} is intact."
         return "no earlier checkpoint exists."
-
-    def _apply(self, loss, params: List[torch.nn.Parameter], optimizer) -> None:
-        """Gradients of ``loss`` for ``params`` only, then one optimizer step."""
-        grads = _grad(self.scaler.scale(loss), params)
-        for param, grad in zip(params, grads):
-            param.grad = grad
-        self.scaler.step(optimizer)
-        optimizer.zero_grad(set_to_none=True)
-
-    def _alpha_step(self, val_batch, train_batch) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.settings.second_order:
-            return self._unrolled_alpha_step(val_batch, train_batch)
-        loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
-        self._apply(loss + alpha_penalty(self.learner, self.settings), self.arch_params, self.alpha_optimizer)
-        return loss, logits, labels
-
-    def _unrolled_alpha_step(self, val_batch, train_batch):
-        """DARTS second order: ``grad_a L_val(w - xi grad_w L_train(w, a), a)`` by finite differences."""
-        params = self.prompt_params
-        group = self.prompt_optimizer.param_groups[0]
-        xi, decay = group["lr"], group.get("weight_decay", 0.0)
-        saved = [p.detach().clone() for p in params]
-        train_loss, _, _ = self._loss(train_batch, "training (unrolled alpha step)")
-        grads = _zeros_for_none(_grad(train_loss, params), params)
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p.sub_(xi * (g + decay * p))
-        val_loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
-        objective = val_loss + alpha_penalty(self.learner, self.settings)  # the penalty does not depend on w
-        grads = _grad(objective, self.arch_params + params)
-        alpha_grads = _zeros_for_none(grads[: len(self.arch_params)], self.arch_params)
-        w_grads = _zeros_for_none(grads[len(self.arch_params):], params)
-        eps = 0.01 / (torch.cat([g.flatten() for g in w_grads]).norm() + 1e-12)
-
-        def alpha_grad_at(sign: float):
-            with torch.no_grad():
-                for p, w, g in zip(params, saved, w_grads):
-                    p.copy_(w + sign * eps * g)
-            loss, _, _ = self._loss(train_batch, "training (unrolled alpha step)")
-            return _zeros_for_none(_grad(loss, self.arch_params), self.arch_params)
-
-        plus, minus = alpha_grad_at(1.0), alpha_grad_at(-1.0)
-        with torch.no_grad():
-            for p, w in zip(params, saved):
-                p.copy_(w)
-        for a, g, gp, gm in zip(self.arch_params, alpha_grads, plus, minus):
-            a.grad = g - xi * (gp - gm) / (2 * eps)
-        self.alpha_optimizer.step()
-        self.alpha_optimizer.zero_grad(set_to_none=True)
-        return val_loss, logits, labels
 
     # -- epochs ------------------------------------------------------------------------------------
     def _alpha_moves(self) -> bool:
@@ -253,11 +199,11 @@ class BilevelSearch:
                             self.settings.epochs, total=total, enabled=distributed.is_main())
         for self.iteration, train_batch in enumerate(bar):
             if moves:
-                val_loss, val_logits, val_labels = self._alpha_step(next(self.val_batches), train_batch)
+                val_loss, val_logits, val_labels = self.architect.step(next(self.val_batches), train_batch)
                 sums["val_loss"] += val_loss.item()
                 sums["val_acc"] += accuracy(val_logits, val_labels)
             loss, logits, labels = self._loss(train_batch, "training (prompt step)")
-            self._apply(loss, self.prompt_params, self.prompt_optimizer)
+            apply_gradients(loss, self.prompt_params, self.prompt_optimizer, self.scaler)
             self.scaler.update()
             count += 1
             sums["train_loss"] += loss.item()
@@ -283,7 +229,7 @@ class BilevelSearch:
                 self.scheduler.step()
             self.epoch += 1
             self.history.record(self.learner)
-            check_alpha(self.learner, self.alpha_optimizer)
+            check_alpha(self.learner, self.architect.optimizer)
             self._log_epoch(stats)
             if path:
                 state = self.state_dict()  # on every process: it gathers each one's random state
@@ -351,7 +297,7 @@ class BilevelSearch:
             "epoch": self.epoch,
             "learner": self.learner.state_dict(),
             "prompt_optimizer": self.prompt_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "alpha_optimizer": self.architect.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "history": self.history.to_dict(),
@@ -372,7 +318,7 @@ class BilevelSearch:
             )
         self.learner.load_state_dict(state["learner"])
         self.prompt_optimizer.load_state_dict(state["prompt_optimizer"])
-        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.architect.load_state_dict(state["alpha_optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -380,17 +326,6 @@ class BilevelSearch:
         self.epoch = state["epoch"]
         self.val_batches.load_state_dict(distributed.own(state["val_batches"]))  # replays RNG: restore RNG after it
         restore_rng_state(distributed.own(state["rng"]))
-
-
-def _grad(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:
-    """Gradients of ``loss`` for ``params`` (None where unused), averaged over processes: each
-    process's loss is the mean over its share of the batch, so the average is the gradient of the
-    mean over the whole batch (autograd.grad bypasses DistributedDataParallel: reduce here)."""
-    return distributed.average_gradients(torch.autograd.grad(loss, params, allow_unused=True))
-
-
-def _zeros_for_none(grads: Sequence[Optional[torch.Tensor]], params) -> List[torch.Tensor]:
-    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
 
 __all__ = [

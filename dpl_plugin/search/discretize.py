@@ -14,10 +14,8 @@ from typing import Dict, List, Optional
 import torch
 
 from ..prompt_config import PromptConfig
-from .history import AlphaHistory
+from .history import CONFIDENT, AlphaHistory
 from .supernet import SupernetPromptLearner
-
-CONFIDENT = 0.6  # top probability from which a layer's choice counts as decided
 
 
 def _tokens_per_choice(learner: SupernetPromptLearner, key: str) -> int:

@@ -14,19 +14,21 @@ from ..designs import get_design
 from ..engine.optim import build_lr_scheduler, build_sgd
 from ..runtime.lock import OutputLock
 from . import BilevelSearch, SearchResult, SearchSettings, build_supernet
+from .supernet import DEFAULT_CANDIDATES
 
 
 def search_prompt_lengths(clip_model, classnames: Sequence[str], train_loader: Iterable, val_loader: Iterable,
-                          design: str = "maple", candidates: Iterable[int] = range(7),
-                          settings: Optional[SearchSettings] = None, lr: float = 3.5e-3,
-                          output_dir: Optional[str] = None, provenance: Optional[Dict[str, Any]] = None,
-                          **supernet_kwargs) -> SearchResult:
+                          design: str = "maple", candidates: Iterable[int] = DEFAULT_CANDIDATES,
+                          settings: Optional[SearchSettings] = None, output_dir: Optional[str] = None,
+                          provenance: Optional[Dict[str, Any]] = None, **supernet_kwargs) -> SearchResult:
     """Stage 1 with the official recipe's optimizers: SGD (momentum 0.9, weight decay 5e-4, one
-    warm-up epoch, cosine) on the candidate prompts, Adam on ``alpha`` (``settings``)."""
+    warm-up epoch, cosine) at ``settings.lr`` on the candidate prompts (initialised as
+    ``settings.text_init`` / ``vision_init``), Adam on ``alpha``. The loaders' batch sizes are
+    the caller's (``settings.batch_size`` and ``val_batch_size`` are what the Dassl trainer uses)."""
     settings = settings or SearchSettings()
     supernet = build_supernet(clip_model, classnames, candidates=candidates, **get_design(design).search_space(),
-                              **supernet_kwargs)
-    optimizer = build_sgd(supernet.prompt_learner.prompt_parameters(), lr=lr)
+                              text_init=settings.text_init, vision_init=settings.vision_init, **supernet_kwargs)
+    optimizer = build_sgd(supernet.prompt_learner.prompt_parameters(), lr=settings.lr)
     scheduler = build_lr_scheduler(optimizer, settings.epochs)
     info = {"design": design, **(provenance or {})}
     search = BilevelSearch(supernet, train_loader, val_loader, optimizer, scheduler, settings, output_dir,

@@ -19,10 +19,15 @@ from torch import nn
 
 from ..backbones.openai_clip import BackboneSpec
 from ..prompting.attention import CandidateMixture
-from ..prompting.learners import PromptSet, coupling_map, init_tensor
+from ..prompting.initialization import init_tensor
+from ..prompting.learners import PromptSet, coupling_map
 from ..prompting.model import PromptedCLIP
-from ..prompting.text_inputs import DEFAULT_TEMPLATE, build_prompts
+from ..prompting.templates import DEFAULT_TEMPLATE
+from ..prompting.text_inputs import build_prompts
 
+DEFAULT_CANDIDATES = tuple(range(7))  # DPL's candidate prompt lengths: 0 to 6 tokens per layer
+# The official DPL code's candidate initialisations: U[0, 1) text prompts, N(0, 1) vision prompts.
+CANDIDATE_TEXT_INIT, CANDIDATE_VISION_INIT = "uniform", "normal:1"
 COUPLED = "coupled"  # key of the single logit table shared by both branches (MaPLe-style)
 
 
@@ -91,8 +96,8 @@ class SupernetPromptLearner(nn.Module):
     insertion = "prefix"
     text_input_slots = 0
 
-    def __init__(self, backbone: BackboneSpec, branches: Sequence[str], candidates: Iterable[int] = range(7),
-                 coupled: bool = False, text_init: str = "uniform", vision_init: str = "normal:1",
+    def __init__(self, backbone: BackboneSpec, branches: Sequence[str], candidates: Iterable[int] = DEFAULT_CANDIDATES,
+                 coupled: bool = False, text_init: str = CANDIDATE_TEXT_INIT, vision_init: str = CANDIDATE_VISION_INIT,
                  alpha_init_std: float = 1e-3):
         super().__init__()
         self.candidates = normalise_candidates(candidates)
@@ -174,7 +179,7 @@ class SupernetPromptLearner(nn.Module):
 
 
 def build_supernet(clip_model, classnames: Sequence[str], branches: Sequence[str] = ("text", "vision"),
-                   candidates: Iterable[int] = range(7), coupled: bool = False,
+                   candidates: Iterable[int] = DEFAULT_CANDIDATES, coupled: bool = False,
                    templates: Sequence[str] = (DEFAULT_TEMPLATE,), merge: str = "features",
                    text_checkpoint: bool = False, **learner_kwargs) -> PromptedCLIP:
     """A :class:`PromptedCLIP` whose prompts are the search's candidate mixtures.
