@@ -1,4 +1,4 @@
-"""The search at scale (issue 10): memory and time of one search step, measured side by side.
+"""The search at scale: memory and time of one search step, measured side by side.
 
 One search step is a forward and backward pass of the supernet (ViT-B/16 shapes, random weights,
 CPU, C = {0..6}, both branches searched) on one batch, gradients for every learnable parameter.

@@ -1,6 +1,6 @@
 """The train stage without any engine: fit a :class:`PromptedCLIP`'s prompts, evaluate it.
 
-The recipe defaults are the CoOp family's (METHOD.md section 6): SGD with momentum 0.9 and weight
+The recipe defaults are the CoOp family's (CoOp's and MaPLe's configs): SGD with momentum 0.9 and weight
 decay 5e-4, one constant warm-up epoch at 1e-5, then cosine. Dassl users get the same through the
 trainers in ``dpl_plugin.dassl``; this module is for everyone else (and for the quickstart).
 """

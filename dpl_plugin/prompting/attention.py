@@ -9,8 +9,8 @@ also be ``ln_1``-normalised by the caller (the paper attends to ``LN1([x; P])``)
 * :func:`prefix_attention` -- one prompt (possibly empty): the train stage and the plain layer.
 * :func:`mixture_attention` -- ``sum_c w_c * attention with candidate c's prefix`` in one pass:
   the real tokens go once through fused attention, which also gives their scores' log-sum-exp;
-  each candidate adds only its ``L x c`` scores, combined by log-sum-exp weights (METHOD.md
-  section 3). Nothing of size ``L x L`` is kept for backward.
+  each candidate adds only its ``L x c`` scores, combined by log-sum-exp weights (the
+  DPL paper's mixture of prefixes). Nothing of size ``L x L`` is kept for backward.
 * :func:`reference_mixture_attention` -- the same mixture, one full attention per candidate; kept
   as the ground truth for tests and benchmarks.
 """

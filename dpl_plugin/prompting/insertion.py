@@ -3,10 +3,10 @@
 ``run_prompted_blocks`` walks the ``resblocks`` of the installed ``clip`` package and, for each
 layer, applies that layer's prompt in one of two forms:
 
-* ``prefix`` (DPL, METHOD.md section 2): the prompt is extra keys/values of the layer's attention,
+* ``prefix`` (the DPL paper's form): the prompt is extra keys/values of the layer's attention,
   never a query and never carried to the next layer; a :class:`CandidateMixture` (search stage)
   mixes several such prefixes in one pass.
-* ``native`` (CoOp/VPT/IVLP/MaPLe, METHOD.md section 6): prompt tokens are real tokens occupying
+* ``native`` (CoOp/VPT/IVLP/MaPLe, as their repositories do): prompt tokens are real tokens occupying
   ``n`` slots after the first ``head`` tokens; a layer with a prompt drops the current slot tokens
   and inserts its own (the number may change), a layer without lets them pass through. Layer 0's
   tokens are placed by the encoder (they go in before CLIP's input embeddings are finished).
