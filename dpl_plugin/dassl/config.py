@@ -18,10 +18,11 @@ keep their values, and calling ``extend_cfg`` twice changes nothing.
   templates' token embeddings averaged into one sequence per class, the cost of one template),
   ``ensemble`` (the 60 templates' features averaged, CLIP-style: 60x the text cost when text
   prompts are learned), ``custom`` (CoOp's hand-written prompt of the dataset);
-* ``SEARCH.*``: the search stage (epochs, batch sizes, prompt and alpha learning rates, ...); the
-  prompt optimizer's other settings (momentum, weight decay, warm-up) come from ``OPTIM``. The keys
-  of :class:`~dpl_plugin.search.SearchSettings` are generated from its fields, including ``PRESET``
-  (``paper``: the official recipe; ``robust``) and the robustness options, ``None`` = the preset's;
+* ``SEARCH.*``: the search stage (epochs, batch sizes, prompt and alpha learning rates, ...): one
+  key per field of :class:`~dpl_plugin.search.SearchSettings`, generated from it, including
+  ``PRESET`` (``paper``: the official recipe; ``robust``) and the robustness options, ``None`` =
+  the preset's; the prompt optimizer's other settings (momentum, weight decay, warm-up) come from
+  ``OPTIM``;
 * ``TRAIN.INIT``: initialisation of the trained prompts;
 * ``TEXT_CHECKPOINT``: activation checkpointing in the text encoder, search and train stages: its
   activations are recomputed in the backward pass instead of kept (far less memory with many
