@@ -215,7 +215,7 @@ def text_rank_worker(rank: int, world: int, port: int, classes: int, repeats: in
         names = (benchmark_classnames("imagenet") * (classes // 1000 + 1))[:classes]
         model = build_supernet(random_clip("ViT-B/16"), names, branches=("text",), candidates=CANDIDATES)
         params = model.learnable_parameters()
-        probe = torch.randn(model.text_encoder.text_projection.shape[1], generator=torch.Generator().manual_seed(0))
+        probe = torch.randn(model.backbone.embed_dim, generator=torch.Generator().manual_seed(0))
         seconds, cpu = [], []
         for _ in range(repeats):
             distributed.barrier()

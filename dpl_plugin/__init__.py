@@ -6,7 +6,9 @@ family), ``prompting/`` (how prompts enter a frozen CLIP) with ``designs``, ``en
 stage without Dassl), ``search/`` (stage 1), then ``dassl/`` and ``demo/``.
 """
 
-from .backbones.openai_clip import BackboneSpec, CorruptWeightsError, WeightsNotFoundError, load_clip
+from .backbones.interface import CorruptWeightsError, UnsupportedBackboneError, WeightsNotFoundError
+from .backbones.registry import load_clip
+from .backbones.spec import BackboneSpec
 from .designs import DESIGNS, get_design
 from .engine import optim
 from .engine.training import TrainSettings, evaluate, train_prompts
@@ -27,7 +29,7 @@ __all__ = [
     "BackboneSpec", "BilevelSearch", "ContextOverflowError", "CorruptWeightsError", "DESIGNS", "DPLError",
     "NonFiniteLogitsError", "NonFiniteLossError", "OptionError", "PromptConfig", "PromptConfigError",
     "PromptLearner", "PromptSet", "PromptedCLIP", "SearchResult", "SearchSettings", "TrainSettings",
-    "WeightsNotFoundError", "build_prompted_clip", "build_prompts", "build_supernet", "distributed", "evaluate",
+    "UnsupportedBackboneError", "WeightsNotFoundError", "build_prompted_clip", "build_prompts", "build_supernet", "distributed", "evaluate",
     "demo", "get_design", "load_clip", "optim", "seed_everything", "sharded_data", "search_prompt_lengths",
     "train_prompts",
 ]

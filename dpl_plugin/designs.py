@@ -17,7 +17,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Tuple
 
-from .backbones.openai_clip import BackboneSpec
+from .backbones.spec import BackboneSpec
 from .prompt_config import PromptConfig
 
 _LAYER_ARGUMENTS = ("text_layers", "vision_layers", "insertion")

@@ -1,9 +1,9 @@
-"""Loading CLIP and describing its shapes.
+"""Loading openai ``clip`` models.
 
 Weights come from the installed ``clip`` package's model definitions: by name through clip's own
 cache (``~/.cache/clip``) and download, or from a local file holding either a TorchScript archive
 or a plain state dict (optionally gzip-compressed). Nothing about widths, depths or head counts is
-assumed: :class:`BackboneSpec` reads them off the loaded model.
+assumed: :class:`~.spec.BackboneSpec` reads them off the loaded model.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import socket
 import urllib.error
 import warnings
 import zlib
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 
-from ..errors import DPLError
 from .clip_package import clip_api, clip_model_module
+from .interface import CorruptWeightsError, WeightsNotFoundError
 from .weights_check import checksum_problem, file_sha256, state_dict_problem, url_sha256
 
 DEFAULT_CACHE = os.path.expanduser("~/.cache/clip")
@@ -30,62 +29,6 @@ BUILTIN_WEIGHTS = {"dpl-demo": os.path.join(os.path.dirname(os.path.dirname(__fi
                                             "demo_clip.pt.gz")}
 PRECISIONS = ("fp32", "fp16", "amp")
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download gives up
-
-
-class WeightsNotFoundError(DPLError, FileNotFoundError):
-    """CLIP weights are neither on disk nor downloadable."""
-
-
-class CorruptWeightsError(DPLError, RuntimeError):
-    """A weights file exists but cannot be read as CLIP weights."""
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """The shapes that prompts depend on, read off a loaded CLIP model."""
-
-    name: str
-    text_layers: int
-    text_width: int
-    text_heads: int
-    context_length: int
-    embed_dim: int
-    vision_layers: int  # 0 for ResNet backbones: they have no transformer to prompt
-    vision_width: int
-    vision_heads: int
-    image_resolution: int
-
-    @property
-    def is_vit(self) -> bool:
-        return self.vision_layers > 0
-
-    def layers(self, branch: str) -> int:
-        return {"text": self.text_layers, "vision": self.vision_layers}[branch]
-
-    @classmethod
-    def of(cls, model: "clip_model_module.CLIP", name: str = "") -> "BackboneSpec":
-        text = model.transformer
-        visual = model.visual
-        is_vit = isinstance(visual, clip_model_module.VisionTransformer)
-        if is_vit:
-            vblock = visual.transformer.resblocks[0]
-            vision = (len(visual.transformer.resblocks), visual.transformer.width, vblock.attn.num_heads)
-            resolution = visual.input_resolution
-        else:
-            vision = (0, 0, 0)
-            resolution = visual.input_resolution
-        return cls(
-            name=name,
-            text_layers=len(text.resblocks),
-            text_width=text.width,
-            text_heads=text.resblocks[0].attn.num_heads,
-            context_length=model.context_length,
-            embed_dim=model.text_projection.shape[1],
-            vision_layers=vision[0],
-            vision_width=vision[1],
-            vision_heads=vision[2],
-            image_resolution=resolution,
-        )
 
 
 def _cache_path(name: str, download_root: Optional[str]) -> tuple[str, str, str]:

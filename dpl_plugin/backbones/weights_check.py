@@ -99,6 +99,11 @@ def state_dict_problem(state_dict: Dict[str, torch.Tensor], path: str) -> Option
             f"{path} does not hold a complete CLIP ({_describe(architecture)}, read from the file): "
             f"{'; '.join(problems[:3])}{more}. The file is truncated, cut or not a CLIP checkpoint: re-download "
             f"or re-export it")
+    return nonfinite_problem(state_dict, path)
+
+
+def nonfinite_problem(state_dict: Dict[str, torch.Tensor], path: str) -> Optional[str]:
+    """Which tensor holds NaN or infinite values (any family's weights), or None."""
     for key, tensor in state_dict.items():
         # A NaN or inf makes the sum non-finite: one pass, 4x faster than isfinite() on fp16 weights.
         if torch.is_tensor(tensor) and tensor.is_floating_point() and \

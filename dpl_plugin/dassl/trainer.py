@@ -27,7 +27,7 @@ from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 
 from .. import PromptConfig, PromptConfigError, build_prompted_clip, load_clip
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.spec import BackboneSpec
 from ..designs import get_design
 from ..engine.checkpoint import CorruptCheckpointError
 from ..engine.finite import check_finite, check_finite_logits

@@ -1,7 +1,8 @@
 """Attention of a frozen CLIP layer with prompt tokens as extra keys and values.
 
-All functions take the layer's own ``nn.MultiheadAttention`` and use its packed input projection
-and output projection, so nothing of ``clip/model.py`` is re-implemented beyond the attention
+All functions take the layer's own attention projections (a family's
+:class:`~dpl_plugin.backbones.blocks.PackedAttention`, or an ``nn.MultiheadAttention``, whose packed
+projections are used), so nothing of ``clip/model.py`` is re-implemented beyond the attention
 arithmetic itself. Tensors are batch-first: ``h`` is ``(B, L, D)``, already passed through the
 layer's ``ln_1``; prompt tokens are ``(n, D)`` (shared by the batch) or ``(B, n, D)`` and must
 also be ``ln_1``-normalised by the caller (the paper attends to ``LN1([x; P])``).
@@ -22,7 +23,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from ..backbones.blocks import as_projections
 
 
 @dataclass
@@ -50,31 +52,28 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.reshape(*lead, n, num_heads, dim // num_heads).transpose(-3, -2)
 
 
-def _project_qkv(attn: nn.MultiheadAttention, h: torch.Tensor):
-    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    return _heads(q, attn.num_heads), _heads(k, attn.num_heads), _heads(v, attn.num_heads)
+def _project_qkv(attn, h: torch.Tensor):
+    return tuple(_heads(t, attn.num_heads) for t in attn.qkv(h))
 
 
-def _project_kv(attn: nn.MultiheadAttention, tokens: torch.Tensor):
-    dim = attn.embed_dim
-    bias = attn.in_proj_bias[dim:] if attn.in_proj_bias is not None else None
-    k, v = F.linear(tokens, attn.in_proj_weight[dim:], bias).chunk(2, dim=-1)
-    return _heads(k, attn.num_heads), _heads(v, attn.num_heads)
+def _project_kv(attn, tokens: torch.Tensor):
+    return tuple(_heads(t, attn.num_heads) for t in attn.kv(tokens))
 
 
-def _merge_heads(out: torch.Tensor, attn: nn.MultiheadAttention) -> torch.Tensor:
+def _merge_heads(out: torch.Tensor, attn) -> torch.Tensor:
     batch, _, length, _ = out.shape
     out = out.transpose(1, 2).reshape(batch, length, attn.embed_dim)
-    return attn.out_proj(out)
+    return attn.out(out)
 
 
 def prefix_attention(
-    attn: nn.MultiheadAttention,
+    attn,
     h: torch.Tensor,
     prompt: Optional[torch.Tensor] = None,
     attn_mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``MHA(q = h, kv = [h; prompt])``; the mask (``L x L``, additive) never hides the prompt."""
+    attn = as_projections(attn)
     q, k, v = _project_qkv(attn, h)
     if prompt is not None and prompt.shape[-2] > 0:
         kp, vp = _project_kv(attn, prompt.to(h.dtype))
@@ -168,7 +167,7 @@ def _math_backward(q, k, v, out, lse, mask, scale, d_out, d_lse):
 
 
 def mixture_attention(
-    attn: nn.MultiheadAttention,
+    attn,
     h: torch.Tensor,
     mixture: CandidateMixture,
     attn_mask: Optional[torch.Tensor] = None,
@@ -181,6 +180,7 @@ def mixture_attention(
     the prompt values. Nothing of size ``L x L`` is kept for backward; per query and head the
     mixture keeps ``K * (c_max + 1)`` weights on top of what fused attention keeps.
     """
+    attn = as_projections(attn)
     q, k, v = _project_qkv(attn, h)  # (B, H, L, d), views of one projection
     batch, heads, length, dim = q.shape
     scale = dim ** -0.5
@@ -206,17 +206,17 @@ def mixture_attention(
     real_weight = weights @ probs[:, :, 0]  # (H, B*L): sum_k w_k * candidate k's share of the real tokens
     out = out.view(heads, batch, length, dim) + real_weight.view(heads, batch, length, 1) * out_x.transpose(0, 1)
     # out_proj is affine and the weights sum to 1, so it is applied once to the mixture.
-    return attn.out_proj(out.permute(1, 2, 0, 3).reshape(batch, length, attn.embed_dim).to(h.dtype))
+    return attn.out(out.permute(1, 2, 0, 3).reshape(batch, length, attn.embed_dim).to(h.dtype))
 
 
 def reference_mixture_attention(
-    attn: nn.MultiheadAttention,
+    attn,
     h: torch.Tensor,
     mixture: CandidateMixture,
     attn_mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The mixture as written in the paper: one attention per candidate, weighted and summed."""
-    out = 0
+    attn, out = as_projections(attn), 0
     for k in range(len(mixture.lengths)):
         out = out + mixture.weights[k] * prefix_attention(attn, h, mixture.candidate(k), attn_mask)
     return out

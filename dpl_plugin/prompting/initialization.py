@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..backbones.clip_package import clip_api
+from ..backbones.registry import bind
 from ..prompt_config import BRANCHES, PromptConfigError
 from .templates import DEFAULT_CONTEXT
 
@@ -67,15 +67,13 @@ def check_searched(text_init: str, vision_init: str, supernet) -> bool:
     return all(searched)
 
 
-@torch.no_grad()
 def context_embeddings(clip_model, context: str, n: int) -> Optional[torch.Tensor]:
     """Token embeddings ``(n, width)`` of the first ``n`` tokens of ``context`` (None when shorter)."""
-    tokens = clip_api.tokenize(context)[0]
-    length = int(tokens.argmax()) - 1  # between SOS and EOT (EOT has the largest id)
-    if n < 1 or n > length:
+    backbone = bind(clip_model)
+    ids = backbone.tokenizer.encode(context)
+    if n < 1 or n > len(ids):
         return None
-    device = clip_model.token_embedding.weight.device
-    return clip_model.token_embedding(tokens[1:1 + n].to(device)).float()
+    return backbone.word_embeddings(ids[:n])
 
 
 @torch.no_grad()

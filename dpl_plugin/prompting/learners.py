@@ -13,7 +13,7 @@ from typing import List, NamedTuple, Optional
 import torch
 from torch import nn
 
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.spec import BackboneSpec
 from ..prompt_config import PromptConfig
 from .initialization import init_tensor
 from .insertion import LayerPrompt

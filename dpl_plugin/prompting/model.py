@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.registry import bind
 from ..prompt_config import PromptConfig
 from ..runtime import distributed
 from .encoders import PromptedImageEncoder, PromptedTextEncoder
@@ -32,7 +32,7 @@ class PromptedCLIP(nn.Module):
         super().__init__()
         for param in clip_model.parameters():
             param.requires_grad_(False)
-        self.backbone = BackboneSpec.of(clip_model)
+        self.backbone = bind(clip_model).spec()
         self.text_encoder = PromptedTextEncoder(clip_model, checkpoint=text_checkpoint)
         self.text_chunk = text_chunk
         self.image_encoder = PromptedImageEncoder(clip_model)
@@ -156,15 +156,17 @@ def build_prompted_clip(
     are merged per ``merge`` (see :class:`TokenizedPrompts`). ``text_checkpoint``: activation
     checkpointing in the text encoder (see :class:`PromptedCLIP`).
     """
-    backbone = BackboneSpec.of(clip_model)  # PromptLearner validates config against it
+    family = bind(clip_model)
+    backbone = family.spec()  # PromptLearner validates config against it
     inherits = check_searched(text_init, vision_init, supernet)
     ctx_init, from_context = template_plan(text_init, ctx_init)
-    templates, n_slots, mode = plan_text_input(config.insertion, config.input_length("text"), ctx_init, templates)
-    prompts = build_prompts(classnames, templates, n_slots, mode, backbone.context_length, truncate, merge)
+    templates, n_slots, mode = plan_text_input(config.insertion, config.input_length("text"), ctx_init, templates,
+                                               family.tokenizer)
+    prompts = build_prompts(classnames, templates, n_slots, mode, backbone.context_length, truncate, merge,
+                            family.tokenizer)
     layer0 = None
     if mode == "overlay":
-        with torch.no_grad():
-            layer0 = clip_model.token_embedding(prompts.tokens[0, 1: 1 + n_slots]).float()
+        layer0 = family.word_embeddings(prompts.tokens[0, 1: 1 + n_slots].tolist())
     elif from_context and config.text[0]:  # prefix form: the same words as keys and values
         layer0 = context_embeddings(clip_model, ctx_init, config.text[0])
     learner = PromptLearner(config, backbone, random_part(text_init), random_part(vision_init), layer0_text=layer0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.spec import BackboneSpec
 from ..engine.checkpoint import load_checkpoint
 from ..prompt_config import PromptConfigError
 from .supernet import SupernetPromptLearner

@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, Tuple
 
 import torch
 
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.spec import BackboneSpec
 from ..designs import Design, get_design
 from ..prompt_config import PromptConfig
 from .supernet import COUPLED, DEFAULT_CANDIDATES, normalise_candidates

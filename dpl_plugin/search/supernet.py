@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.registry import bind
+from ..backbones.spec import BackboneSpec
 from ..prompting.attention import CandidateMixture
 from ..prompting.initialization import init_tensor
 from ..prompting.learners import PromptSet, coupling_map
@@ -188,8 +189,10 @@ def build_supernet(clip_model, classnames: Sequence[str], branches: Sequence[str
     ``branches`` gets candidate prefixes of each length in ``candidates``. ``text_checkpoint``:
     activation checkpointing in the text encoder (see :class:`PromptedCLIP`).
     """
-    backbone = BackboneSpec.of(clip_model)
-    prompts = build_prompts(classnames, templates, 0, "prepend", backbone.context_length, merge=merge)
+    family = bind(clip_model)
+    backbone = family.spec()
+    prompts = build_prompts(classnames, templates, 0, "prepend", backbone.context_length, merge=merge,
+                            tokenizer=family.tokenizer)
     learner = SupernetPromptLearner(backbone, branches, candidates, coupled, **learner_kwargs)
     learner.to(clip_model.logit_scale.device)
     return PromptedCLIP(clip_model, prompts, learner, text_checkpoint=text_checkpoint)
