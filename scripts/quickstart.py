@@ -45,6 +45,8 @@ def parse_args():
     parser.add_argument("--alpha-lr", type=float, default=0.02)
     parser.add_argument("--preset", default="paper", choices=sorted(dpl.search.PRESETS))
     parser.add_argument("--output", default="output/quickstart")
+    parser.add_argument("--backbone", default="dpl-demo",
+                        help="any dpl_plugin.load_clip name taking 28x28 images, e.g. open_clip:FOLDER (README, Backbones)")
     return parser.parse_args()
 
 
@@ -53,7 +55,7 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.time()
     dpl.seed_everything(args.seed)
-    clip_model = dpl.load_clip("dpl-demo")
+    clip_model = dpl.load_clip(args.backbone)
     splits = dpl.demo.demo_splits(args.shots, args.seed, args.shift)
     train, val, test = dpl.demo.as_datasets(splits)
     classnames = splits.classnames

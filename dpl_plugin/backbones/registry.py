@@ -1,7 +1,8 @@
 """The CLIP families: which one loads a name, and which one binds a loaded model.
 
-openai ``clip`` names and files are the only family so far. A new family adds its module and one
-line to each function here.
+openai ``clip`` names and files are the default; ``open_clip:...`` names go to OpenCLIP, which is
+imported only then (it is an optional extra). A new family adds its module and one line to each
+function here.
 """
 
 from __future__ import annotations
@@ -13,10 +14,18 @@ import torch
 from . import openai_clip, openai_family
 from .interface import Backbone, BPETokenizer, UnsupportedBackboneError
 
+OPEN_CLIP_PREFIX = "open_clip:"
+
+
 def load_clip(name_or_path: str, device: Union[str, torch.device] = "cpu", precision: str = "fp32",
               download_root: Optional[str] = None):
-    """A frozen, eval-mode CLIP: an openai ``clip`` name or weights file (see
-    :func:`.openai_clip.load_clip`)."""
+    """A frozen, eval-mode CLIP: ``open_clip:ARCH/TAG``, ``open_clip:ARCH//path/to/weights`` and
+    ``open_clip:/path/to/folder`` load OpenCLIP models offline (see :mod:`.open_clip_loading`);
+    anything else is an openai ``clip`` name or weights file (see :func:`.openai_clip.load_clip`)."""
+    if name_or_path.startswith(OPEN_CLIP_PREFIX):
+        from . import open_clip_loading
+
+        return open_clip_loading.load(name_or_path[len(OPEN_CLIP_PREFIX):], device, precision, download_root)
     return openai_clip.load_clip(name_or_path, device, precision, download_root)
 
 
@@ -26,8 +35,13 @@ def bind(model) -> Backbone:
         return model
     if openai_family.owns(model):
         return openai_family.OpenAIClip(model)
+    if type(model).__module__.split(".")[0] == "open_clip":
+        from . import open_clip_family
+
+        return open_clip_family.OpenCLIP(model)
     raise UnsupportedBackboneError(
-        f"{type(model).__module__}.{type(model).__name__} is not a CLIP of a supported family (openai clip); load the backbone with dpl_plugin.load_clip")
+        f"{type(model).__module__}.{type(model).__name__} is not a CLIP of a supported family (openai clip, "
+        f"OpenCLIP); load the backbone with dpl_plugin.load_clip")
 
 
 def default_tokenizer() -> BPETokenizer:
