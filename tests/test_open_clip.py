@@ -216,6 +216,10 @@ def test_missing_weights_are_one_clear_message(tmp_path, monkeypatch):
         dpl.load_clip("open_clip:" + str(tmp_path / "no_such_folder"))
     with pytest.raises(dpl.WeightsNotFoundError, match="not a pretrained tag"):
         dpl.load_clip("open_clip:ViT-B-16/no_such_tag")
+    with pytest.raises(dpl.WeightsNotFoundError, match="pass its folder"):  # no download attempted
+        dpl.load_clip("open_clip:hf-hub:laion/CLIP-ViT-B-16-laion2B-s34B-b88K")
+    with pytest.raises(dpl.UnsupportedBackboneError, match="Hugging Face tokenizer"):  # refused before building
+        dpl.load_clip("open_clip:ViT-B-16-SigLIP/webli")
 
 
 def test_a_cached_tag_is_found_in_the_hub_cache(tmp_path, monkeypatch):

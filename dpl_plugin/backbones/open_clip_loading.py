@@ -10,6 +10,9 @@ Three name forms (after the ``open_clip:`` prefix that selects this family):
   local weights file.
 * ``/path/to/folder`` -- a folder holding ``open_clip_config.json`` and the weights (the layout of
   an OpenCLIP model on the Hugging Face hub, OpenCLIP's ``local-dir:``).
+
+Nothing that OpenCLIP would fetch at build time is asked of it: ``hf-hub:`` names, Hugging Face
+tokenizers and text towers and timm image encoders are refused before a model is built.
 """
 
 from __future__ import annotations
@@ -100,8 +103,8 @@ def _model_config(open_clip, arch: Optional[str], folder: Optional[str]) -> dict
     if folder is None:
         cfg = open_clip.get_model_config(arch)
         if cfg is None:
-            raise WeightsNotFoundError(f"'{arch}' is not one of OpenCLIP's architectures ({', '.join(open_clip.list_models())}). "
-                                       f"Use {FORMS}")
+            raise WeightsNotFoundError(f"'{arch}' is not one of OpenCLIP's architectures (open_clip.list_models() lists "
+                                       f"them, e.g. ViT-B-16, ViT-L-14). Use {FORMS}")
         return cfg
     path = os.path.join(folder, "open_clip_config.json")
     if not os.path.isfile(path):
@@ -114,10 +117,29 @@ def _model_config(open_clip, arch: Optional[str], folder: Optional[str]) -> dict
             raise CorruptWeightsError(f"{path} is not an OpenCLIP config (no 'model_cfg' in its JSON: {err})") from err
 
 
+def _refuse_remote_parts(cfg: dict, what: str) -> None:
+    """Parts that OpenCLIP would fetch from the hub at build time, and that prompts cannot enter anyway:
+    refused before anything is built."""
+    text, vision = cfg.get("text_cfg", {}), cfg.get("vision_cfg", {})
+    for feature, value in (("the Hugging Face tokenizer", text.get("hf_tokenizer_name")),
+                           ("the Hugging Face text encoder", text.get("hf_model_name")),
+                           ("the timm image encoder", vision.get("timm_model_name"))):
+        if value:
+            raise UnsupportedBackboneError(f"OpenCLIP's {what} uses {feature} {value}; only OpenCLIP's own "
+                                           f"transformers with CLIP's BPE tokenizer are supported")
+
+
 def parse(name: str):
     """``(architecture, weights file, folder)`` of a name after ``open_clip:`` (two of them None or set)."""
+    if name.startswith("local-dir:"):  # OpenCLIP's own spelling of a folder
+        name = name[len("local-dir:"):]
     if os.path.isdir(name):
         return None, None, name
+    if name.startswith("hf-hub:"):  # OpenCLIP would download it: the offline route is the folder
+        raise WeightsNotFoundError(
+            f"'open_clip:{name}' names a Hugging Face hub repository, which is not downloaded here. Download it on a "
+            f"machine with internet (huggingface-cli download {name[len('hf-hub:'):]}) and pass its folder: "
+            f"open_clip:/path/to/folder")
     arch, _, rest = name.partition("/")
     if not arch or name.startswith("."):
         raise WeightsNotFoundError(f"the OpenCLIP model folder {name} does not exist. Use {FORMS}")
@@ -135,11 +157,7 @@ def load(name: str, device: Union[str, torch.device] = "cpu", precision: str = "
 
     arch, weights, folder = parse(name)
     cfg = _model_config(open_clip, arch, folder)
-    tokenizer_name = cfg.get("text_cfg", {}).get("hf_tokenizer_name")
-    if tokenizer_name:
-        raise UnsupportedBackboneError(
-            f"OpenCLIP's {arch or folder} uses the Hugging Face tokenizer {tokenizer_name}; only CLIP's BPE tokenizer "
-            f"is supported")
+    _refuse_remote_parts(cfg, arch or folder)
     if folder is not None:
         source, weights = "local-dir:" + folder, _folder_weights(folder)
     else:
@@ -154,7 +172,8 @@ def load(name: str, device: Union[str, torch.device] = "cpu", precision: str = "
         precision = "fp32"
     try:
         model = open_clip.create_model(source, pretrained=None if folder else weights, device=device,
-                                       precision="fp16" if precision == "fp16" else "fp32")
+                                       precision="fp16" if precision == "fp16" else "fp32",
+                                       pretrained_image=False, pretrained_text=False)
     except (RuntimeError, KeyError, ValueError, EOFError, OSError) as err:
         raise CorruptWeightsError(f"cannot load OpenCLIP {arch or 'model'} weights from {weights}: {err}. The file is "
                                   f"truncated, corrupt or of another architecture: re-download or re-export it") from err
