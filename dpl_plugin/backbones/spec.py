@@ -28,9 +28,6 @@ class BackboneSpec:
     def layers(self, branch: str) -> int:
         return {"text": self.text_layers, "vision": self.vision_layers}[branch]
 
-    def width(self, branch: str) -> int:
-        return {"text": self.text_width, "vision": self.vision_width}[branch]
-
     @classmethod
     def of(cls, model, name: str = "") -> "BackboneSpec":
         """The spec of a loaded model of any supported family."""
