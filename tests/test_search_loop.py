@@ -26,14 +26,14 @@ def loaders(n_train=12, n_val=6, seed=0, batch=4):
     return DataLoader(train, batch_size=batch, shuffle=True), DataLoader(val, batch_size=2, shuffle=True)
 
 
-def make_search(clip_model, output_dir=None, epochs=2, seed=0, candidates=(0, 1, 3), **settings):
+def make_search(clip_model, output_dir=None, epochs=2, seed=0, candidates=(0, 1, 3), device=None, **settings):
     torch.manual_seed(seed)
     model = build_supernet(clip_model, CLASSNAMES, candidates=candidates)
     optimizer = build_sgd(model.prompt_learner.prompt_parameters(), lr=0.05)
     scheduler = build_lr_scheduler(optimizer, epochs, warmup_epoch=1, warmup_lr=1e-3)
     train, val = loaders()
     settings = SearchSettings(epochs=epochs, **{"plot": False, **settings})
-    return BilevelSearch(model, train, val, optimizer, scheduler, settings, output_dir)
+    return BilevelSearch(model, train, val, optimizer, scheduler, settings, output_dir, device)
 
 
 def test_alpha_learns_from_validation_only_and_prompts_from_training_only(tiny_clip):
@@ -117,6 +117,25 @@ def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_p
         assert torch.equal(a, b), name
     assert resumed_result.history.tables == result.history.tables
     assert resumed_result.config == result.config
+
+
+def test_a_search_on_another_device_resumes_with_its_random_states_on_the_cpu(tiny_clip, tiny_clip_path, tmp_path):
+    """The search's device is ``meta`` (standing in for ``cuda:N``: tensors there have no CPU data).
+    Its checkpoint, of a finished search, is resumed; nothing is left to run but the final
+    evaluation, which runs where the model is (the CPU)."""
+    from dpl_plugin import load_clip
+
+    finished = make_search(tiny_clip, str(tmp_path), epochs=1)
+    result = finished.run()
+    rng_after = torch.get_rng_state()
+    torch.manual_seed(7)
+    resumed = make_search(load_clip(tiny_clip_path), str(tmp_path), epochs=1, seed=5, device=torch.device("meta"))
+    resumed_result = resumed.run()
+    assert resumed.epoch == 1
+    for (name, a), (_, b) in zip(finished.learner.state_dict().items(), resumed.learner.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert resumed_result.val_accuracy == result.val_accuracy
+    assert torch.equal(torch.get_rng_state(), rng_after)  # the saved random state, restored
 
 
 def test_outputs_are_written_and_read_back(tiny_clip, tmp_path):

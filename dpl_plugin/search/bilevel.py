@@ -219,7 +219,9 @@ class BilevelSearch:
             os.makedirs(self.output_dir, exist_ok=True)
         path = os.path.join(self.output_dir, CHECKPOINT_FILE) if self.output_dir else None
         if path and self.settings.resume and os.path.isfile(path):
-            self.load_state_dict(load_checkpoint(path, map_location=self.device))
+            # On the CPU: random states must stay there (torch.set_rng_state takes CPU byte tensors);
+            # load_state_dict moves parameters and optimizer states to their parameters' device.
+            self.load_state_dict(load_checkpoint(path))
             logger.info("Resumed the search from %s after epoch %d", path, self.epoch)
         started = time.time()
         epochs = self.settings.epochs
