@@ -87,8 +87,13 @@ def prefix_attention(
 
 
 def _scores(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tensor], scale: float) -> torch.Tensor:
-    scores = (q @ k.transpose(-1, -2)) * scale
-    return scores + mask if mask is not None else scores
+    """``(q * scale) k^T + mask`` in the dtype of ``q`` and ``k``, outside autocast: under ``amp``
+    autocast would run the product in fp16 whatever its inputs' dtype, and an unscaled ``q.k`` above
+    65504 overflows to inf (inf meeting a causal mask's -inf is NaN). Scaling ``q`` first keeps the
+    product at the size of the scores themselves."""
+    with torch.autocast(q.device.type, enabled=False):
+        scores = (q * scale) @ k.transpose(-1, -2)
+        return scores + mask if mask is not None else scores
 
 
 def _fused_attention(q, k, v, mask, scale):
@@ -128,8 +133,11 @@ class _AttentionWithLSE(torch.autograd.Function):
     def backward(ctx, d_out, d_lse):
         q, k, v, out, lse, mask = ctx.saved_tensors
         # With create_graph (an exact second-order hypergradient) the backward itself must be
-        # differentiable: the plain computation is, the fused kernel is not.
-        fused = q.device.type == "cpu" and _CPU_FUSED_BACKWARD is not None and not torch.is_grad_enabled()
+        # differentiable: the plain computation is, the fused kernel is not. Half precision (CPU
+        # autocast) takes the plain one too: it runs in fp32, where folding the log-sum-exp's
+        # gradient into the output does not round it away.
+        fused = (q.device.type == "cpu" and _CPU_FUSED_BACKWARD is not None and not torch.is_grad_enabled()
+                 and q.dtype in (torch.float32, torch.float64))
         shifted = _fold_lse_gradient(out, d_out, d_lse) if fused else None
         if shifted is not None:
             grads = _CPU_FUSED_BACKWARD(d_out, q, k, v, shifted, lse, 0.0, False, attn_mask=mask, scale=ctx.scale)
