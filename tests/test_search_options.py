@@ -79,6 +79,24 @@ def test_mixture_weights_follow_temperature_and_gumbel(tiny_clip):
     torch.testing.assert_close(alpha.mixture_weights()["text"], expected)
 
 
+def test_gumbel_samples_follow_the_seed_the_supernet_was_built_under(tiny_clip):
+    """Reseeding torch afterwards (each process its own seed) changes no sample, and sampling draws
+    nothing from torch's generator: processes that built the supernet alike sample alike."""
+    samples, states = [], []
+    for later_seed in (1, 2):
+        torch.manual_seed(0)
+        learner = build_supernet(tiny_clip, CLASSNAMES, candidates=(0, 1, 3)).prompt_learner.train()
+        learner.alpha.gumbel = True
+        torch.manual_seed(later_seed)
+        before = torch.get_rng_state()
+        samples.append([learner.alpha.mixture_weights()["text"] for _ in range(3)])
+        states.append(torch.equal(before, torch.get_rng_state()))
+    assert states == [True, True]
+    for a, b in zip(*samples):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(samples[0][0], samples[0][1])
+
+
 def test_a_coupled_table_draws_one_gumbel_sample_for_both_branches(tiny_clip):
     learner = build_supernet(tiny_clip, CLASSNAMES, candidates=(0, 1, 3), coupled=True).prompt_learner.train()
     learner.alpha.gumbel = True

@@ -34,7 +34,7 @@ from ..errors import DPLError
 from ..prompt_config import PromptConfig
 from ..runtime import distributed
 from ..runtime.reproducibility import capture_rng_state, restore_rng_state
-from ..runtime.sharded_data import set_epoch
+from ..runtime.sharded_data import set_epoch, unpadded
 from .architect import Architect, apply_gradients
 from .definition import differences, flatten
 from .discretize import confidence_summary, derive_config
@@ -127,7 +127,9 @@ class SearchResult:
 class BilevelSearch:
     """Search prompt lengths for ``model`` (a :class:`PromptedCLIP` with a supernet learner).
 
-    ``prompt_optimizer`` must hold the learner's prompt parameters and not ``alpha``;
+    ``prompt_optimizer`` must hold the learner's prompt parameters and not ``alpha``; the final
+    validation accuracy evaluates ``val_loader``'s images once each (a loader from
+    :func:`~dpl_plugin.runtime.sharded_data.loader` without its padding; another iterable as it is);
     ``scheduler`` (optional) is stepped once per epoch. ``output_dir`` receives the searched
     configuration, the alpha history, heatmaps and the resumable checkpoint.
     """
@@ -276,7 +278,7 @@ class BilevelSearch:
         rng = capture_rng_state()  # evaluating must not change what follows the search
         # The supernet on the whole validation split (deterministic mixture): the number its searched
         # configuration's trained accuracy is compared with (the discretisation gap).
-        self.val_accuracy = evaluate(self.model, self.val_loader, self.batch_fn, progress=False)
+        self.val_accuracy = evaluate(self.model, unpadded(self.val_loader), self.batch_fn, progress=False)
         restore_rng_state(rng)
         files = self._write_reports(final=True) if self.output_dir and distributed.is_main() else {}
         if self.history.epochs:
@@ -305,6 +307,7 @@ class BilevelSearch:
             "history": self.history.to_dict(),
             "val_batches": distributed.per_rank(self.val_batches.state_dict()),
             "rng": distributed.per_rank(capture_rng_state()),
+            "gumbel_noise": self.learner.alpha.noise.get_state(),  # the same on every process
             "settings": asdict(self.settings),
         }
 
@@ -328,6 +331,8 @@ class BilevelSearch:
         self.epoch = state["epoch"]
         self.val_batches.load_state_dict(distributed.own(state["val_batches"]))  # replays RNG: restore RNG after it
         restore_rng_state(distributed.own(state["rng"]))
+        if "gumbel_noise" in state:
+            self.learner.alpha.noise.set_state(state["gumbel_noise"])
 
 
 __all__ = [
