@@ -30,7 +30,8 @@ keep their values, and calling ``extend_cfg`` twice changes nothing.
 
 Batch sizes (``DATALOADER.TRAIN_X.BATCH_SIZE``, ``SEARCH.BATCH_SIZE``, ``SEARCH.VAL_BATCH_SIZE``,
 ``DATALOADER.TEST.BATCH_SIZE``) are global: under ``torchrun`` with N processes each takes 1/N of
-every batch (:mod:`dpl_plugin.runtime.sharded_data`), so a recipe means the same for any N.
+every batch (:mod:`dpl_plugin.runtime.sharded_data`), so a recipe means the same for any N that
+divides its batch sizes (the recipe's 4 and 16: 1, 2 or 4 processes).
 """
 
 from __future__ import annotations

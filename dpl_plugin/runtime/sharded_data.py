@@ -1,11 +1,13 @@
 """Loaders split across processes, with batch sizes that mean the same for any number of them.
 
 Batch sizes are *global*: a batch of ``B`` images over ``N`` processes is ``B / N`` images on each,
-so a recipe (batch 4, learning rate 0.0035) runs unchanged on 1 or N processes and, with mean-reduced
-losses and averaged gradients, takes the same steps. Training and validation batches come from a
-:class:`~torch.utils.data.DistributedSampler` (rank ``r`` takes every ``N``-th index of one shared
-permutation per epoch, so the ``N`` per-rank batches of step ``k`` are exactly the one-process batch
-``k``); evaluation shards the data without the padding that would count some images twice.
+so a recipe (batch 4, learning rate 0.0035) runs unchanged on 1 or any N dividing 4 and, with
+mean-reduced losses and averaged gradients, takes the same steps. Training and validation batches
+come from a :class:`~torch.utils.data.DistributedSampler`, in one process too (rank ``r`` takes every
+``N``-th index of one shared permutation per epoch, so the ``N`` per-rank batches of step ``k`` are
+exactly the one-process batch ``k``; random augmentations are each process's own draws); it pads
+the permutation to a multiple of ``N`` by repeating its first images. Evaluation shards the data
+without that padding, which would count some images twice (:func:`eval_loader`, :func:`unpadded`).
 """
 
 from __future__ import annotations
