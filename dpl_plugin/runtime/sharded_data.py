@@ -26,6 +26,8 @@ def per_process_batch(batch_size: int, what: str = "the batch size") -> int:
     would weigh images differently in the averaged gradient) naming the batch sizes that split
     across N processes and the process counts that split ``batch_size``."""
     world = distributed.world_size()
+    if batch_size < 1:
+        raise OptionError(f"{what} must be a positive number of images, got {batch_size}")
     if batch_size < world or batch_size % world:
         first = max(1, math.ceil(batch_size / world)) * world
         sizes = ", ".join(str(first + i * world) for i in range(3))
