@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from common import SHAPES, random_clip  # first: puts the repository on sys.path
 from dpl_plugin import PromptConfig, build_prompted_clip
 from dpl_plugin.backbones.clip_package import clip_model_module
-from dpl_plugin.backbones.openai_clip import BackboneSpec
+from dpl_plugin.backbones.spec import BackboneSpec
 from dpl_plugin.classnames import benchmark_classnames
 from dpl_plugin.designs import get_design
 from dpl_plugin.runtime import distributed, sharded_data

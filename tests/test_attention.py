@@ -8,6 +8,7 @@ import torch
 import dpl_plugin.prompting.attention as attention
 from dpl_plugin.prompting.attention import (CandidateMixture, mixture_attention, prefix_attention,
                                             reference_mixture_attention)
+from dpl_plugin.backbones.blocks import as_projections
 from dpl_plugin.runtime.memory import SavedActivations
 
 CANDIDATES = [0, 1, 2, 4, 6]
@@ -156,7 +157,7 @@ def test_amp_scores_do_not_overflow_with_large_queries_and_keys(tiny_clip, monke
         monkeypatch.setattr(attention, "_CPU_FUSED", None)
         monkeypatch.setattr(attention, "_CPU_FUSED_BACKWARD", None)
     with torch.no_grad():
-        q, k, _ = attention._project_qkv(attn, h)
+        q, k, _ = attention._project_qkv(as_projections(attn), h)
         assert (q @ k.transpose(-1, -2)).abs().max() > 65504
     fast = output_and_grads(mixture_attention, attn, h, tokens, logits, upstream, mask, torch.float16)
     per_candidate = output_and_grads(reference_mixture_attention, attn, h, tokens, logits, upstream, mask,
