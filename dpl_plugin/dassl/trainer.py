@@ -45,7 +45,7 @@ from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
 from .distributed_data import split_loaders
 from .gathered_evaluator import GatheredEvaluator
 from .optim_from_cfg import build_optimizer_and_scheduler
-from .run_definitions import search_definition
+from .run_definitions import check_trained, search_definition, train_definition
 from .search_data import search_loaders
 
 MODEL_NAME = "prompt_learner"  # Dassl's registered name: checkpoints go to OUTPUT_DIR/prompt_learner/
@@ -204,6 +204,7 @@ class DPLTrainer(TrainerX):
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "val_result": val_result,
             "rng": distributed.per_rank(capture_rng_state()),  # several processes: every rank's
+            "definition": self._train_definition(),
         }
         folder = osp.join(directory, MODEL_NAME)
         if distributed.is_main():
@@ -224,6 +225,7 @@ class DPLTrainer(TrainerX):
                 f"{path} was trained with another prompt configuration ({_describe(state['prompt_config'])}) than "
                 f"this run ({_describe(self.prompt_config.to_dict())}). Use another output directory, or delete "
                 f"{osp.dirname(path)} to train from scratch")
+        check_trained(state.get("definition"), self._train_definition(), path, state["epoch"])
         self.model.prompt_learner.load_state_dict(state["state_dict"])
         for part, target in (("optimizer", self.optim), ("scheduler", self.sched), ("scaler", self.scaler)):
             if target is not None and state.get(part) is not None:
@@ -295,6 +297,9 @@ class DPLTrainer(TrainerX):
 
     def _search_definition(self) -> dict:
         return search_definition(self.cfg, self.precision)
+
+    def _train_definition(self) -> dict:
+        return train_definition(self.cfg, self.precision, self.ctx_init)
 
     # -- model construction ------------------------------------------------------------------------
     def _known_config(self) -> Optional[PromptConfig]:
