@@ -41,6 +41,7 @@ from ..runtime.sharded_data import set_epoch
 from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet, definition
 from ..search.inherit import supernet_from_checkpoint
 from . import checkpoint_folder
+from .datasets.coop_format import shots_per_class
 from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
 from .distributed_data import split_loaders
 from .gathered_evaluator import GatheredEvaluator
@@ -274,7 +275,7 @@ class DPLTrainer(TrainerX):
         train_loader, val_loader = search_loaders(cfg, self.dm.dataset, settings.batch_size, settings.val_batch_size)
         self._seed_rank()
         provenance = {"trainer": cfg.TRAINER.NAME, "design": self.design.name, "dataset": cfg.DATASET.NAME,
-                      "shots": cfg.DATASET.NUM_SHOTS, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
+                      "shots": self._shots(), "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
                       "seed": cfg.SEED, "backbone": cfg.MODEL.BACKBONE.NAME, "search_epochs": settings.epochs,
                       definition.PROVENANCE_KEY: self._search_definition()}
         print(f"Searching prompt lengths ({self.design.name} design, branches {list(self.design.branches)}, "
@@ -294,6 +295,11 @@ class DPLTrainer(TrainerX):
             return None  # more epochs asked for: search() resumes it from its checkpoint
         print(f"Using the finished search {path} (delete its folder to search again)")
         return config
+
+    def _shots(self) -> int:
+        """The shots per class the data really have (CoOp takes fewer where fewer exist)."""
+        asked = self.cfg.DATASET.NUM_SHOTS
+        return min(asked, shots_per_class(self.dm.dataset.train_x)) if asked > 0 else asked
 
     def _search_definition(self) -> dict:
         return search_definition(self.cfg, self.precision)

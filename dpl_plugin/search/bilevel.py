@@ -30,14 +30,14 @@ from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.finite import check_finite
 from ..engine.progress import EpochProgress
 from ..engine.training import evaluate
-from ..errors import DPLError
+from ..errors import DPLError, require_instance
 from ..prompt_config import PromptConfig
 from ..runtime import distributed
 from ..runtime.reproducibility import capture_rng_state, restore_rng_state
 from ..runtime.sharded_data import set_epoch
 from .architect import Architect, apply_gradients
 from .definition import differences, flatten
-from .discretize import confidence_summary, derive_config
+from .discretize import check_budget, confidence_summary, derive_config
 from .health import check_alpha
 from .history import AlphaHistory, format_confidence
 from .plots import plot_history
@@ -141,7 +141,9 @@ class BilevelSearch:
         self.learner: SupernetPromptLearner = model.prompt_learner
         if not isinstance(self.learner, SupernetPromptLearner):
             raise TypeError("BilevelSearch needs a model built with a SupernetPromptLearner (see build_supernet)")
-        self.settings = (settings or SearchSettings()).resolved()
+        self.settings = require_instance(settings or SearchSettings(), SearchSettings, "the search's settings",
+                                         "pass SearchSettings(...) (a dict d: SearchSettings(**d))").resolved()
+        check_budget(self.learner, self.settings.token_budget)
         self.train_loader, self.batch_fn = train_loader, batch_fn
         self.val_loader = val_loader
         self.val_batches = CyclingIterator(val_loader)

@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from ..designs import get_design
 from ..engine.optim import build_lr_scheduler, build_sgd
+from ..errors import require_instance
 from ..prompt_config import PromptConfig
 from ..runtime.lock import OutputLock
 from . import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchResult, SearchSettings, build_supernet, definition
@@ -32,7 +33,8 @@ def search_prompt_lengths(clip_model, classnames: Sequence[str], train_loader: I
     With ``output_dir``, a search there (finished or interrupted) is reused or resumed only when it
     is this search (same class names, data, backbone, design, candidates and settings); otherwise it
     is refused with the settings that differ."""
-    settings = settings or SearchSettings()
+    settings = require_instance(settings or SearchSettings(), SearchSettings, "search_prompt_lengths' settings",
+                                "pass SearchSettings(...) (a dict d: SearchSettings(**d))")
     candidates = list(candidates)
     supernet = build_supernet(clip_model, classnames, candidates=candidates, **get_design(design).search_space(),
                               text_init=settings.text_init, vision_init=settings.vision_init, **supernet_kwargs)
