@@ -17,8 +17,8 @@ import argparse
 import os
 import sys
 
-if int(os.environ.get("RANK", "0")) > 0:  # torchrun: progress bars from rank 0 only (read when tqdm loads)
-    os.environ.setdefault("TQDM_DISABLE", "1")
+if int(os.environ.get("RANK", "0")) > 0 or not sys.stderr.isatty():  # read when tqdm loads: Dassl's evaluation
+    os.environ.setdefault("TQDM_DISABLE", "1")  # bar from rank 0 only, and only on a terminal (not in a log file)
 
 import torch  # noqa: E402
 

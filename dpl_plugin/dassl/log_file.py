@@ -45,14 +45,19 @@ class SafeLogger(Logger):
             except OSError as err:
                 self._stop(err)
 
+    def close(self):  # the file only: Dassl's closes the console (sys.stdout) too
+        if self.file is not None:
+            file, self.file = self.file, None
+            file.close()
+
     def _stop(self, err: OSError) -> None:
         file, self.file = self.file, None
         try:
             file.close()
         except OSError:
             pass
-        print(f"warning: cannot write {self.path} ({err.strerror or err}); the log goes on in the terminal only",
-              file=sys.stderr, flush=True)
+        self.console.write(f"Warning: cannot write {self.path} ({err.strerror or err}); the log goes on in the "
+                           f"terminal only\n")
 
 
 def setup_log_file(output_dir: str) -> str:

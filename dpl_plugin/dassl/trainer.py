@@ -41,6 +41,7 @@ from ..runtime.sharded_data import set_epoch
 from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet, definition
 from ..search.inherit import supernet_from_checkpoint
 from . import checkpoint_folder
+from .batch_job_output import one_line_per_epoch
 from .datasets.coop_format import shots_per_class
 from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
 from .distributed_data import split_loaders
@@ -132,6 +133,7 @@ class DPLTrainer(TrainerX):
 
     def before_epoch(self):
         set_epoch(self.train_loader_x, self.epoch)  # several processes: a new shared permutation per epoch
+        one_line_per_epoch(self.cfg, len(self.train_loader_x))
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)

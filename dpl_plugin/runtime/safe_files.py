@@ -30,6 +30,8 @@ _FIXES = {
     errno.ENOSPC: "the disk is full: free space",
     errno.EDQUOT: "the disk quota is used up: free space",
     errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise the limit or free space",
+    errno.ENOTDIR: "a file stands where a folder of the path should be: move it away, or choose another output folder",
+    errno.EEXIST: "a file stands where a folder of the path should be: move it away, or choose another output folder",
     errno.ELOOP: "it is a symbolic link: remove the link (output files are never written through links)",
 }
 RESUME = "What was written before is kept: run the same command again to resume"

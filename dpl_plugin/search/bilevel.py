@@ -198,7 +198,9 @@ class BilevelSearch:
         count = 0
         total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
         bar = EpochProgress(self.train_loader, f"search {self.epoch + 1}/{self.settings.epochs}", self.epoch + 1,
-                            self.settings.epochs, total=total, enabled=distributed.is_main())
+                            self.settings.epochs, total=total, enabled=distributed.is_main(),
+                            closing_line=False)  # the epoch's one line is _log_epoch's, with the timing
+        self._epoch_timing = bar
         for self.iteration, train_batch in enumerate(bar):
             if moves:
                 val_loss, val_logits, val_labels = self.architect.step(next(self.val_batches), train_batch)
@@ -252,10 +254,11 @@ class BilevelSearch:
         with torch.no_grad():
             tokens = self.learner.expected_tokens().item()
         logger.info(
-            "epoch [%d/%d] train loss %.4f acc %.1f%% | %s | lr %.3e | T %.3g | E[tokens] %.1f | text %s | vision %s",
+            "search epoch [%d/%d] train loss %.4f acc %.1f%% | %s | lr %.3e | T %.3g | E[tokens] %.1f | text %s | "
+            "vision %s | %s",
             self.epoch, self.settings.epochs, stats["train_loss"], stats["train_acc"], alpha,
             self.prompt_optimizer.param_groups[0]["lr"], self.learner.alpha.temperature, tokens,
-            current.text, current.vision,
+            current.text, current.vision, self._epoch_timing.timing(),
         )
 
     def _write_reports(self, final: bool) -> Dict[str, str]:

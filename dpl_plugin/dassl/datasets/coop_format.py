@@ -57,6 +57,13 @@ def make_data(entries: Sequence[Tuple[str, int, str]], source: str, dataset: str
             f"{dataset}: {len(missing)} of {len(entries)} images listed in {source} are missing on disk:\n"
             f"  {shown}\nThe image folder is incomplete or does not match the split (see {DATASETS_MD})."
         )
+    empty = [path for path, _, _ in entries if os.path.getsize(path) == 0]
+    if empty:
+        shown = "\n  ".join(empty[:5]) + ("\n  ..." if len(empty) > 5 else "")
+        raise DatasetLayoutError(
+            f"{dataset}: {len(empty)} of {len(entries)} images listed in {source} are empty (0 bytes):\n  {shown}\n"
+            f"An interrupted copy or download leaves such files: copy or download them again (see {DATASETS_MD})."
+        )
     return [Datum(impath=path, label=int(label), classname=name) for path, label, name in entries]
 
 
@@ -128,6 +135,9 @@ def check_cached(items: Sequence, cache_path: str, dataset: str, sample_only: bo
                 f"{dataset}: the cache {cache_path} lists {impath!r}, which does not exist "
                 f"(was the data folder moved?). Delete the cache to rebuild it from the current folder."
             )
+        if os.path.getsize(impath) == 0:
+            raise DatasetLayoutError(f"{dataset}: the cache {cache_path} lists {impath!r}, which is empty (0 bytes; an "
+                                     f"interrupted copy or download): copy or download it again")
 
 
 def load_cache(path: str, keys: Sequence[str], dataset: str, sample_only: bool = False
