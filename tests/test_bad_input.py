@@ -102,6 +102,12 @@ def test_atomic_write_names_the_file_of_an_operating_system_error(tmp_path):
             f.write("{}")
 
 
+def test_an_output_folder_that_cannot_be_made_is_named_when_the_lock_is_taken(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UnwritableOutputError, match=r"cannot write .*file/out \(.*\): a file stands where a folder"):
+        lock_output_dir(str(tmp_path / "file" / "out"))
+
+
 def test_a_checkpoint_with_flipped_bytes_is_refused_by_its_zip_crc(tmp_path):
     path = tmp_path / "ckpt.pth"
     save_checkpoint({"prompts": torch.randn(5000)}, str(path))
