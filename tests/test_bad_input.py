@@ -243,3 +243,15 @@ def test_an_empty_image_is_named_when_the_data_are_read(tmp_path):
     with pytest.raises(DatasetLayoutError, match=r"1 of \d+ images listed in .* are empty \(0 bytes\):\n  .*"
                                                  + os.path.basename(first)):
         build(tmp_path, "Caltech101")
+
+
+def test_the_search_records_the_shots_the_data_really_have(tmp_path_factory, tmp_path):
+    dassl("dassl", reason="Dassl is not installed")
+    from test_dassl_trainers import Workspace, _trainer_in_process
+
+    from dpl_plugin.dassl.datasets.coop_format import shots_per_class
+
+    ws = Workspace(tmp_path_factory.mktemp("shots"))
+    trainer = _trainer_in_process(ws, tmp_path, "DATASET.NUM_SHOTS", "16", "TRAINER.DPL.MODE", "search")
+    real = shots_per_class(trainer.dm.dataset.train_x)
+    assert 0 < real < 16 and trainer._shots() == real  # what provenance["shots"] records

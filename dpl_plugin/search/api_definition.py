@@ -24,12 +24,19 @@ FINGERPRINT_SEED = 0
 def data_fingerprint(loader: Iterable, batch_fn=default_batch) -> Dict[str, Any]:
     """``{"batches": len or None, "first_batch_sha256": hex}`` of a re-iterable loader."""
     digest = hashlib.sha256()
+    own = [g for g in (getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None))
+           if isinstance(g, torch.Generator)]  # a loader's own generators: left as they were, too
+    saved = [g.get_state() for g in own]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(FINGERPRINT_SEED)
+        for g in own:
+            g.manual_seed(FINGERPRINT_SEED)
         for batch in loader:
             for tensor in batch_fn(batch):
                 _update(digest, tensor)
             break
+    for g, state in zip(own, saved):
+        g.set_state(state)
     return {"batches": len(loader) if hasattr(loader, "__len__") else None,
             "first_batch_sha256": digest.hexdigest()}
 

@@ -15,6 +15,7 @@ from ..designs import get_design
 from ..engine.optim import build_lr_scheduler, build_sgd
 from ..errors import require_instance
 from ..prompt_config import PromptConfig
+from ..runtime import distributed
 from ..runtime.lock import OutputLock
 from . import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchResult, SearchSettings, build_supernet, definition
 from .api_definition import api_definition
@@ -42,8 +43,9 @@ def search_prompt_lengths(clip_model, classnames: Sequence[str], train_loader: I
     scheduler = build_lr_scheduler(optimizer, settings.epochs)
     info = {"design": design, **(provenance or {})}
     if output_dir is not None:
-        current = api_definition(clip_model, classnames, train_loader, val_loader, design, candidates,
-                                 settings.definition(), settings.epochs, settings.lr, supernet_kwargs)
+        current = distributed.broadcast_object(  # several processes: rank 0's (each has its own data shard)
+            api_definition(clip_model, classnames, train_loader, val_loader, design, candidates,
+                           settings.definition(), settings.epochs, settings.lr, supernet_kwargs))
         info[definition.PROVENANCE_KEY] = current
     search = BilevelSearch(supernet, train_loader, val_loader, optimizer, scheduler, settings, output_dir,
                            provenance=info)
