@@ -143,7 +143,7 @@ def test_resuming_with_another_prompt_configuration_is_refused_and_loses_nothing
 def test_ctrl_c_exits_130_and_the_same_command_resumes(workspace):
     command = workspace.run("interrupted", "TRAINER.DPL.MODE", "search", "TRAINER.DPL.SEARCH.EPOCHS", "3",
                             PYTHONUNBUFFERED="1")
-    interrupted = command.interrupt_after("search epoch [2/3]")  # epoch 1's checkpoint was written before epoch 2
+    interrupted = command.interrupt_after("epoch [2/3] train loss")  # epoch 1's checkpoint was written before epoch 2
     message = interrupted.failed_with_one_line(code=130)
     assert "Interrupted" in message and "run the same command again to resume" in message
     assert os.path.isfile(interrupted.path("search", "search_checkpoint.pth"))

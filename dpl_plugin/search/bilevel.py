@@ -254,7 +254,7 @@ class BilevelSearch:
         with torch.no_grad():
             tokens = self.learner.expected_tokens().item()
         logger.info(
-            "search epoch [%d/%d] train loss %.4f acc %.1f%% | %s | lr %.3e | T %.3g | E[tokens] %.1f | text %s | "
+            "epoch [%d/%d] train loss %.4f acc %.1f%% | %s | lr %.3e | T %.3g | E[tokens] %.1f | text %s | "
             "vision %s | %s",
             self.epoch, self.settings.epochs, stats["train_loss"], stats["train_acc"], alpha,
             self.prompt_optimizer.param_groups[0]["lr"], self.learner.alpha.temperature, tokens,
