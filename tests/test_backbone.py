@@ -196,9 +196,16 @@ def test_a_file_corrupted_in_place_is_reported_with_the_tensor(tmp_path):
     path.write_bytes(bytes(raw))
     damaged = _non_finite_tensors(path)
     assert len(damaged) == 1  # torch reads the damaged file without complaint
+    with pytest.raises(CorruptWeightsError, match=r"tiny\.pt is corrupt: its record .* fails the zip archive's CRC"):
+        load_clip(str(path))  # the zip's own CRCs find it first
+    # Records intact but values not finite (damaged before it was saved): the tensor check names it.
+    state = make_clip().state_dict()
+    state[damaged[0]].view(-1)[:1024] = float("nan")
+    saved_nan = tmp_path / "saved_nan.pt"
+    torch.save(state, saved_nan)
     with pytest.raises(CorruptWeightsError) as err:
-        load_clip(str(path))
-    assert f"{path}: tensor '{damaged[0]}' holds 1024 NaN or infinite values (of " in str(err.value)
+        load_clip(str(saved_nan))
+    assert f"{saved_nan}: tensor '{damaged[0]}' holds 1024 NaN or infinite values (of " in str(err.value)
 
 
 @pytest.mark.parametrize("key, rows, message", [
