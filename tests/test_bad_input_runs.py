@@ -78,7 +78,7 @@ def test_a_full_disk_ends_with_one_error_line_naming_the_file(runs):
     run = runs["full_disk"]
     message = run.failed_with_one_line()
     assert re.fullmatch(r"error: cannot write .*prompt_learner/model\.pth\.tar-1 \(File too large\): the file is "
-                        r"larger than this process may write \(ulimit -f\).*run the same command again to resume\.",
+                        r"larger than this process may write \(ulimit -f\).*run the same command again to resume",
                         message)
     assert not any(f.startswith(".tmp-") for f in os.listdir(run.path("prompt_learner")))
 
