@@ -121,8 +121,11 @@ def check_dpl_cfg(cfg: CN) -> None:
     if searches:
         try:
             SearchSettings.from_cfg(dpl.SEARCH).resolved()
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             raise OptionError(f"TRAINER.DPL.SEARCH: {err}") from None
+    for key, lr in (("TRAINER.DPL.SEARCH.LR", dpl.SEARCH.LR), ("OPTIM.LR", cfg.OPTIM.LR)):
+        if not lr > 0:  # also NaN; torch's optimizers would raise a bare ValueError
+            raise OptionError(f"{key} must be a positive learning rate, got {lr}")
     if any(isinstance(c, bool) or not isinstance(c, int) for c in dpl.CANDIDATES):
         raise OptionError(f"TRAINER.DPL.CANDIDATES must be whole numbers of tokens, got {list(dpl.CANDIDATES)}")
     candidates = sorted(set(dpl.CANDIDATES))

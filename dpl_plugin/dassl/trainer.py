@@ -41,11 +41,13 @@ from ..runtime.sharded_data import set_epoch
 from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet, definition
 from ..search.inherit import supernet_from_checkpoint
 from . import checkpoint_folder
+from .batch_job_output import one_line_per_epoch
+from .datasets.coop_format import shots_per_class
 from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
 from .distributed_data import split_loaders
 from .gathered_evaluator import GatheredEvaluator
 from .optim_from_cfg import build_optimizer_and_scheduler
-from .run_definitions import search_definition
+from .run_definitions import check_trained, search_definition, train_definition
 from .search_data import search_loaders
 
 MODEL_NAME = "prompt_learner"  # Dassl's registered name: checkpoints go to OUTPUT_DIR/prompt_learner/
@@ -131,6 +133,7 @@ class DPLTrainer(TrainerX):
 
     def before_epoch(self):
         set_epoch(self.train_loader_x, self.epoch)  # several processes: a new shared permutation per epoch
+        one_line_per_epoch(self.cfg, len(self.train_loader_x))
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
@@ -204,6 +207,7 @@ class DPLTrainer(TrainerX):
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "val_result": val_result,
             "rng": distributed.per_rank(capture_rng_state()),  # several processes: every rank's
+            "definition": self._train_definition(),
         }
         folder = osp.join(directory, MODEL_NAME)
         if distributed.is_main():
@@ -224,6 +228,7 @@ class DPLTrainer(TrainerX):
                 f"{path} was trained with another prompt configuration ({_describe(state['prompt_config'])}) than "
                 f"this run ({_describe(self.prompt_config.to_dict())}). Use another output directory, or delete "
                 f"{osp.dirname(path)} to train from scratch")
+        check_trained(state.get("definition"), self._train_definition(), path, state["epoch"])
         self.model.prompt_learner.load_state_dict(state["state_dict"])
         for part, target in (("optimizer", self.optim), ("scheduler", self.sched), ("scaler", self.scaler)):
             if target is not None and state.get(part) is not None:
@@ -272,7 +277,7 @@ class DPLTrainer(TrainerX):
         train_loader, val_loader = search_loaders(cfg, self.dm.dataset, settings.batch_size, settings.val_batch_size)
         self._seed_rank()
         provenance = {"trainer": cfg.TRAINER.NAME, "design": self.design.name, "dataset": cfg.DATASET.NAME,
-                      "shots": cfg.DATASET.NUM_SHOTS, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
+                      "shots": self._shots(), "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
                       "seed": cfg.SEED, "backbone": cfg.MODEL.BACKBONE.NAME, "search_epochs": settings.epochs,
                       definition.PROVENANCE_KEY: self._search_definition()}
         print(f"Searching prompt lengths ({self.design.name} design, branches {list(self.design.branches)}, "
@@ -293,8 +298,16 @@ class DPLTrainer(TrainerX):
         print(f"Using the finished search {path} (delete its folder to search again)")
         return config
 
+    def _shots(self) -> int:
+        """The shots per class the data really have (CoOp takes fewer where fewer exist)."""
+        asked = self.cfg.DATASET.NUM_SHOTS
+        return min(asked, shots_per_class(self.dm.dataset.train_x)) if asked > 0 else asked
+
     def _search_definition(self) -> dict:
         return search_definition(self.cfg, self.precision)
+
+    def _train_definition(self) -> dict:
+        return train_definition(self.cfg, self.precision, self.ctx_init)
 
     # -- model construction ------------------------------------------------------------------------
     def _known_config(self) -> Optional[PromptConfig]:

@@ -14,7 +14,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 import torch
 import torch.nn.functional as F
 
-from ..errors import NonFiniteLogitsError, NonFiniteLossError
+from ..errors import NonFiniteLogitsError, NonFiniteLossError, require_instance
+from ..typed_fields import check_field_types
 from ..runtime import distributed
 from ..runtime.sharded_data import set_epoch
 from .batches import accuracy, default_batch
@@ -36,6 +37,9 @@ class TrainSettings:
     warmup_lr: float = 1e-5
     precision: str = "fp32"  # fp32 | amp (CUDA autocast with gradient scaling)
 
+    def __post_init__(self):
+        check_field_types(self)
+
 
 def _device_of(model) -> torch.device:
     return model.logit_scale.device
@@ -44,7 +48,8 @@ def _device_of(model) -> torch.device:
 def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = None,
                   batch_fn: Callable = default_batch, progress: bool = True) -> List[Dict[str, float]]:
     """Train the learnable parameters of ``model`` on ``loader``; return per-epoch loss/accuracy."""
-    s = settings or TrainSettings()
+    s = require_instance(settings or TrainSettings(), TrainSettings, "train_prompts' settings",
+                         "pass TrainSettings(...) (a dict d: TrainSettings(**d))")
     device = _device_of(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.registry import bind
+from ..errors import require_instance
 from ..prompt_config import PromptConfig
 from ..runtime import distributed
 from .encoders import PromptedImageEncoder, PromptedTextEncoder
@@ -156,6 +157,8 @@ def build_prompted_clip(
     are merged per ``merge`` (see :class:`TokenizedPrompts`). ``text_checkpoint``: activation
     checkpointing in the text encoder (see :class:`PromptedCLIP`).
     """
+    require_instance(config, PromptConfig, "build_prompted_clip's config",
+                     "a dict d becomes one with PromptConfig.from_dict(d), a file with PromptConfig.load(path)")
     family = bind(clip_model)
     backbone = family.spec()  # PromptLearner validates config against it
     inherits = check_searched(text_init, vision_init, supernet)

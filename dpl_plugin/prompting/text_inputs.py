@@ -23,7 +23,7 @@ import torch
 
 from ..backbones.interface import BPETokenizer
 from ..backbones.registry import default_tokenizer
-from ..errors import DPLError
+from ..errors import ArgumentTypeError, DPLError
 from .templates import DEFAULT_TEMPLATE
 
 PLACEHOLDER = "X"
@@ -65,6 +65,21 @@ class TokenizedPrompts:
         return self.tokens.shape[1]
 
 
+def check_classnames(classnames) -> List[str]:
+    """``classnames`` as a list of strings; one string (``"abc"`` would be 3 classes), a mapping, an
+    empty list or a name that is not a string is an :class:`~dpl_plugin.errors.ArgumentTypeError`."""
+    if isinstance(classnames, (str, bytes)) or not hasattr(classnames, "__iter__") or hasattr(classnames, "keys"):
+        raise ArgumentTypeError(f"classnames must be a list of class names, got {type(classnames).__name__} "
+                                f"{classnames!r:.60}: pass [{classnames!r:.40}] for a single class")
+    names = list(classnames)
+    if not names:
+        raise ArgumentTypeError("no class names given: pass a list of class names (at least two for a classifier)")
+    wrong = [n for n in names if not isinstance(n, str)]
+    if wrong:
+        raise ArgumentTypeError(f"class names must be strings, got {type(wrong[0]).__name__} {wrong[0]!r:.60}")
+    return names
+
+
 def build_prompts(
     classnames: Sequence[str],
     templates: Sequence[str] = (DEFAULT_TEMPLATE,),
@@ -86,8 +101,7 @@ def build_prompts(
         raise ValueError(f"slot_mode must be 'prepend' or 'overlay', got '{slot_mode}'")
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {MERGES}, got '{merge}'")
-    if not classnames:
-        raise ValueError("no class names given")
+    classnames = check_classnames(classnames)
     tok = tokenizer or default_tokenizer()
     rows, overlay_text = [], None
     for name in classnames:

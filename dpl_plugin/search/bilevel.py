@@ -30,14 +30,14 @@ from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.finite import check_finite
 from ..engine.progress import EpochProgress
 from ..engine.training import evaluate
-from ..errors import DPLError
+from ..errors import DPLError, require_instance
 from ..prompt_config import PromptConfig
 from ..runtime import distributed
 from ..runtime.reproducibility import capture_rng_state, restore_rng_state
 from ..runtime.sharded_data import set_epoch, unpadded
 from .architect import Architect, apply_gradients
 from .definition import differences, flatten
-from .discretize import confidence_summary, derive_config
+from .discretize import check_budget, confidence_summary, derive_config
 from .health import check_alpha
 from .history import AlphaHistory, format_confidence
 from .plots import plot_history
@@ -143,7 +143,9 @@ class BilevelSearch:
         self.learner: SupernetPromptLearner = model.prompt_learner
         if not isinstance(self.learner, SupernetPromptLearner):
             raise TypeError("BilevelSearch needs a model built with a SupernetPromptLearner (see build_supernet)")
-        self.settings = (settings or SearchSettings()).resolved()
+        self.settings = require_instance(settings or SearchSettings(), SearchSettings, "the search's settings",
+                                         "pass SearchSettings(...) (a dict d: SearchSettings(**d))").resolved()
+        check_budget(self.learner, self.settings.token_budget)
         self.train_loader, self.batch_fn = train_loader, batch_fn
         self.val_loader = val_loader
         self.val_batches = CyclingIterator(val_loader)
@@ -198,7 +200,9 @@ class BilevelSearch:
         count = 0
         total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
         bar = EpochProgress(self.train_loader, f"search {self.epoch + 1}/{self.settings.epochs}", self.epoch + 1,
-                            self.settings.epochs, total=total, enabled=distributed.is_main())
+                            self.settings.epochs, total=total, enabled=distributed.is_main(),
+                            closing_line=False)  # the epoch's one line is _log_epoch's, with the timing
+        self._epoch_timing = bar
         for self.iteration, train_batch in enumerate(bar):
             if moves:
                 val_loss, val_logits, val_labels = self.architect.step(next(self.val_batches), train_batch)
@@ -254,10 +258,11 @@ class BilevelSearch:
         with torch.no_grad():
             tokens = self.learner.expected_tokens().item()
         logger.info(
-            "epoch [%d/%d] train loss %.4f acc %.1f%% | %s | lr %.3e | T %.3g | E[tokens] %.1f | text %s | vision %s",
+            "epoch [%d/%d] train loss %.4f acc %.1f%% | %s | lr %.3e | T %.3g | E[tokens] %.1f | text %s | "
+            "vision %s | %s",
             self.epoch, self.settings.epochs, stats["train_loss"], stats["train_acc"], alpha,
             self.prompt_optimizer.param_groups[0]["lr"], self.learner.alpha.temperature, tokens,
-            current.text, current.vision,
+            current.text, current.vision, self._epoch_timing.timing(),
         )
 
     def _write_reports(self, final: bool) -> Dict[str, str]:

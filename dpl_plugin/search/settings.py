@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..engine.optim import RECIPE_LR
 from ..prompting.templates import TEXT_INPUTS
+from ..errors import OptionError
+from ..typed_fields import check_field_types
 from .definition import plain
 from .supernet import CANDIDATE_TEXT_INIT, CANDIDATE_VISION_INIT
 
@@ -121,10 +123,13 @@ class SearchSettings:
         "TOKEN_BUDGET", "total prompt tokens (all layers and branches) the result must respect; 0 = none",
         _count("TOKEN_BUDGET"), paper=0, robust=0)
 
+    def __post_init__(self):
+        check_field_types(self)  # SearchSettings(epochs="5") or (epochs=2.5): a clear error now, not mid-search
+
     def resolved(self) -> "SearchSettings":
         """Every ``None`` option replaced by the preset's value; explicit values kept."""
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown search preset '{self.preset}'; choose one of {sorted(PRESETS)}")
+            raise OptionError(f"unknown search preset '{self.preset}'; choose one of {sorted(PRESETS)}")
         preset = PRESETS[self.preset](self.epochs)
         values = {name: preset[name] for name in ROBUSTNESS_OPTIONS if getattr(self, name) is None}
         out = replace(self, **values)
@@ -184,6 +189,8 @@ def _from_yacs(value):
 
 
 def _check(s: SearchSettings) -> None:
+    if not s.alpha_lr > 0:  # also NaN
+        raise OptionError(f"ALPHA_LR must be a positive learning rate, got {s.alpha_lr}")
     if s.epochs < 1:
         raise ValueError(f"the search needs at least one epoch (got {s.epochs}): alpha untrained is no search result")
     for f in fields(s):
@@ -193,7 +200,7 @@ def _check(s: SearchSettings) -> None:
         if "check" in f.metadata:
             f.metadata["check"](value)
     if not 0 <= s.warmup_epochs < s.epochs:
-        raise ValueError(f"WARMUP_EPOCHS must be in [0, EPOCHS) = [0, {s.epochs}), got {s.warmup_epochs}: "
+        raise OptionError(f"WARMUP_EPOCHS must be in [0, EPOCHS) = [0, {s.epochs}), got {s.warmup_epochs}: "
                          f"alpha must move for at least one epoch")
 
 
