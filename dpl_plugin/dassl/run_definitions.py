@@ -9,7 +9,7 @@ search keys (marked ``cosmetic`` in :class:`~dpl_plugin.search.settings.SearchSe
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..search.definition import flatten
 from ..search.settings import cosmetic_keys
@@ -18,11 +18,17 @@ from ..search.settings import cosmetic_keys
 _OPTIM_UNUSED = ("LR", "MAX_EPOCH", "STAGED_LR", "NEW_LAYERS", "BASE_LR_MULT")
 
 
-def search_definition(cfg, precision: str) -> Dict[str, Any]:
+def search_definition(cfg, precision: str, objective: Optional[Any] = None) -> Dict[str, Any]:
     """``{config key: value}`` for the search that ``cfg`` asks for; ``precision`` is the one it
-    runs at (``TRAINER.DPL.PREC`` after the CPU fallback)."""
+    runs at (``TRAINER.DPL.PREC`` after the CPU fallback); ``objective`` the search's loss
+    (:class:`~dpl_plugin.engine.objectives.Objective`: its name and weights, which live in the
+    method's own config node)."""
     dpl = cfg.TRAINER.DPL
+    extra = {}
+    if objective is not None and objective.name != "cross_entropy":  # plain: as recorded before objectives
+        extra = flatten(objective.describe(), "objective.")
     return {
+        **extra,
         "TRAINER.NAME": cfg.TRAINER.NAME,  # the design: which branches, coupled or not
         "MODEL.BACKBONE.NAME": cfg.MODEL.BACKBONE.NAME,
         "SEED": cfg.SEED,
