@@ -124,6 +124,9 @@ def _trainer_class(name):
     ("DPL_VPT", "vit_b16_c2_ep5_batch4_4", [0] * 12, [8] * 12, False),
     ("DPL_CoOp", "vit_b16_ep50", [16] + [0] * 11, [0] * 12, False),
     ("DPL_CoOp", "vit_b16_ctxv1", [4] + [0] * 11, [0] * 12, False),  # CoOp: one token per CTX_INIT word
+    ("DPL_KgCoOp", "vit_b16_ep100_ctxv1", [4] + [0] * 11, [0] * 12, False),
+    ("DPL_PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx", [4] * 9 + [0] * 3, [4] * 9 + [0] * 3, False),
+    ("DPL_PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", [4] * 3 + [0] * 9, [4] * 3 + [0] * 9, False),
 ])
 def test_baseline_configs_give_the_published_hand_designs(trainer, config, text, vision, coupled):
     cfg = dpl_cfg(os.path.join(REPO, "configs", "trainers", trainer, config + ".yaml"))

@@ -170,7 +170,7 @@ class DPLTrainer(TrainerX):
             self.averaging.add(self.model.prompt_learner, self.epoch + 1)
             if self.epoch + 1 == self.max_epoch:
                 self.averaging.apply(self.model.prompt_learner)
-                print(f"Prompts averaged over the {self.max_epoch} epochs (Gaussian weights, mean "
+                print(f"Prompts averaged over {self.max_epoch} epoch(s) (Gaussian weights, mean "
                       f"{self.averaging.mean:g}, std {self.averaging.std:g})")
         super().after_epoch()
 
