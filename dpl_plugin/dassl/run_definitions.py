@@ -35,7 +35,8 @@ def search_definition(cfg, precision: str, objective: Optional[Any] = None) -> D
         "TRAINER.DPL.PREC": precision,
         "TRAINER.DPL.CANDIDATES": sorted(set(dpl.CANDIDATES)),
         **flatten(dpl.SEARCH, "TRAINER.DPL.SEARCH.", skip=cosmetic_keys()),
-        **flatten(cfg.DATASET, "DATASET.", skip=("ROOT",)),
+        # FOLDER (ImageFolder's) only when set: searches recorded before the key existed stay reusable
+        **flatten(cfg.DATASET, "DATASET.", skip=("ROOT",) if cfg.DATASET.get("FOLDER") else ("ROOT", "FOLDER")),
         **flatten(cfg.INPUT, "INPUT."),  # the search's train and validation transforms
         "DATALOADER.TRAIN_X.SAMPLER": cfg.DATALOADER.TRAIN_X.SAMPLER,
         **flatten(cfg.OPTIM, "OPTIM.", skip=_OPTIM_UNUSED),
