@@ -18,6 +18,7 @@ from dpl_plugin.engine.objectives import ObjectiveError, kgcoop_template, knowle
 from dpl_plugin.engine.optim import build_sgd
 from dpl_plugin.prompting.templates import IMAGENET_TEMPLATES
 from dpl_plugin.search import BilevelSearch, SearchSettings, SearchStateMismatchError
+from dpl_plugin.search.stage import search_prompt_lengths
 
 LABELS = torch.tensor([0, 3, 1, 4])
 
@@ -175,6 +176,13 @@ def test_search_steps_use_the_given_objective_and_record_it(tiny_clip, images, t
                           SearchSettings(epochs=2, plot=False), str(tmp_path))
     with pytest.raises(SearchStateMismatchError, match="objective"):  # a checkpoint of another objective
         plain.run()
+
+
+def test_one_call_search_takes_the_objective_and_records_it(tiny_clip, images):
+    loader = DataLoader(TensorDataset(images, LABELS), batch_size=4)
+    result = search_prompt_lengths(tiny_clip, CLASSNAMES, loader, loader, design="coop", candidates=(0, 1),
+                                   settings=SearchSettings(epochs=1, plot=False), objective=KgCoOp(weight=2.0))
+    assert result.config.provenance["objective"] == {"name": "kgcoop", "weight": 2.0, "template": "a photo of a {}."}
 
 
 # -- Gaussian prompt aggregation ------------------------------------------------------------------------

@@ -15,8 +15,9 @@ take an :class:`Objective`; cross-entropy is the default one.
   image features) and ``KL(softmax(zero-shot logits) || softmax(logits))`` summed and divided by
   the number of logits; L1 is the mean absolute difference of the normalised features.
 
-An objective is prepared once for a model and its class names (:meth:`Objective.prepare`: the
-frozen features it compares with), then called on batches.
+An objective is prepared once for a model's class names (:meth:`Objective.prepare`), then called
+on batches; the frozen features it compares with are computed at the first call (an evaluation
+never pays for them).
 """
 
 from __future__ import annotations
@@ -69,11 +70,23 @@ class Objective:
 CrossEntropy = Objective
 
 
-def _require(value, objective: Objective):
-    if value is None:
-        raise ObjectiveError(f"the {objective.name} objective was not prepared: call "
-                             f"objective.prepare(model, classnames) once the model is built")
-    return value
+class _FrozenFeatures:
+    """Features of the frozen CLIP for the prepared class names, computed once on first use."""
+
+    def __init__(self, name: str, compute):
+        self.name, self.compute = name, compute
+        self.classnames, self.value = None, None
+
+    def prepare(self, classnames: Sequence[str]) -> None:
+        self.classnames, self.value = list(classnames), None
+
+    def get(self, model, device) -> torch.Tensor:
+        if self.classnames is None:
+            raise ObjectiveError(f"the {self.name} objective was not prepared: call "
+                                 f"objective.prepare(model, classnames) once the model is built")
+        if self.value is None:
+            self.value = self.compute(model, self.classnames)
+        return self.value.to(device)
 
 
 @dataclass
@@ -85,16 +98,17 @@ class KgCoOp(Objective):
     template: str = DEFAULT_TEMPLATE  # the hand-crafted prompt, e.g. kgcoop_template(dataset name)
 
     def __post_init__(self):
-        self._hand = None
+        self._hand = _FrozenFeatures(self.name, lambda model, names: F.normalize(
+            model.frozen_text_features(names, self.template), dim=-1))
 
     def prepare(self, model, classnames):
-        self._hand = F.normalize(model.frozen_text_features(classnames, self.template), dim=-1)
+        self._hand.prepare(classnames)
         return self
 
     def __call__(self, model, images, labels):
         out = model.classify(images)
         ce = F.cross_entropy(out.logits, labels)
-        hand = _require(self._hand, self).to(out.text.device)
+        hand = self._hand.get(model, out.text.device)
         drift = knowledge_guidance(out.text.float(), hand)
         return ObjectiveOutput(ce + self.weight * drift, out.logits, {"ce": ce.detach(), "kg": drift.detach()})
 
@@ -121,18 +135,21 @@ class PromptSRC(Objective):
 
     def __post_init__(self):
         self.templates = tuple(self.templates)
-        self._text = None
-
-    def prepare(self, model, classnames):
         if not self.templates:
             raise ObjectiveError("PromptSRC needs at least one template for its frozen text features")
+        self._text = _FrozenFeatures(self.name, self._ensemble)
+
+    def _ensemble(self, model, classnames):
         total = sum(model.frozen_text_features(classnames, t) for t in self.templates)
-        self._text = F.normalize(total / len(self.templates), dim=-1)
+        return F.normalize(total / len(self.templates), dim=-1)
+
+    def prepare(self, model, classnames):
+        self._text.prepare(classnames)
         return self
 
     def __call__(self, model, images, labels):
         out = model.classify(images)
-        frozen_text = _require(self._text, self).to(out.text.device)
+        frozen_text = self._text.get(model, out.text.device)
         frozen_image = model.frozen_image_features(images)
         with torch.no_grad():
             zero_shot = model.logit_scale.exp().float() * frozen_image @ frozen_text.t()

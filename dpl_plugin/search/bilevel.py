@@ -266,6 +266,8 @@ class BilevelSearch:
 
     def config(self) -> PromptConfig:
         info = {**self.provenance, "search": self.settings.definition()}
+        if self.objective.name != Objective.name:
+            info["objective"] = self.objective.describe()
         if self.val_accuracy is not None:
             info["supernet_val_accuracy"] = round(self.val_accuracy, 2)
         return derive_config(self.learner, self.history, info, self.settings.token_budget)
