@@ -145,6 +145,20 @@ def test_baseline_mode_without_a_config_file_is_the_designs_published_baseline(t
     assert design.baseline_config(VIT_B16, **kwargs) == design.baseline_config(VIT_B16)
 
 
+def test_kgcoop_fork_config_reads_as_kgcoops_hand_design():
+    """A KgCoOp fork's CoOp node: CTX_INIT is a bool there (True means "a photo of a", 4 tokens)."""
+    cfg = get_cfg_default()
+    cfg.TRAINER.COOP = CN({"N_CTX": 16, "CSC": False, "CTX_INIT": True, "W": 8.0, "PREC": "fp16",
+                           "CLASS_TOKEN_POSITION": "end"})
+    extend_cfg(cfg)
+    cls = _trainer_class("DPL_KgCoOp")
+    assert cls.baseline_settings(None, cfg) == ({"n_ctx": 4}, "a photo of a")
+    cfg.TRAINER.COOP.CTX_INIT = False
+    assert cls.baseline_settings(None, cfg) == ({"n_ctx": 16}, "")
+    objective = cls.build_objective(None, cfg)
+    assert (objective.weight, objective.template) == (8.0, "a photo of a {}.")
+
+
 def test_optimizer_covers_only_the_given_parameters_and_schedules_as_dassl():
     learned, frozen = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
     cfg = dpl_cfg(opts=["OPTIM.NAME", "sgd", "OPTIM.LR", "0.002", "OPTIM.MAX_EPOCH", "10", "OPTIM.LR_SCHEDULER",

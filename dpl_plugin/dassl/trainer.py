@@ -1,7 +1,9 @@
-"""``DPLTrainer``: everything the four DPL Dassl trainers share.
+"""``DPLTrainer``: everything the DPL Dassl trainers share.
 
 A trainer subclass names its prompt design (:mod:`dpl_plugin.designs`) and reads its baseline's
-config node; this class does the rest:
+config node; a method with its own loss or prompt schedule (KgCoOp, PromptSRC) also names its
+objective (:mod:`dpl_plugin.engine.objectives`, cross-entropy by default, used by the search too
+unless ``TRAINER.DPL.SEARCH.OBJECTIVE cross_entropy``) and averaging. This class does the rest:
 
 * ``build_model`` (called by Dassl's ``__init__``) loads CLIP once and builds the model when its
   prompt configuration is already known: the hand design (``MODE baseline``), a configuration file,
