@@ -163,12 +163,13 @@ def test_search_steps_use_the_given_objective_and_record_it(tiny_clip, images, t
     optimizer = build_sgd(model.prompt_learner.prompt_parameters(), lr=0.05)
     search = BilevelSearch(model, loader, loader, optimizer, None, SearchSettings(epochs=1, plot=False),
                            str(tmp_path), objective=objective)
-    arch = search.arch_params
+    architect = search.architect
+    arch = architect.arch_params
     want = grads(objective(model, images, LABELS).loss, arch)
     seen = {}
-    step = search.alpha_optimizer.step
-    search.alpha_optimizer.step = lambda *a, **k: (seen.update({id(p): p.grad.clone() for p in arch}), step(*a, **k))
-    search._alpha_step((images, LABELS), (images, LABELS))
+    step = architect.optimizer.step
+    architect.optimizer.step = lambda *a, **k: (seen.update({id(p): p.grad.clone() for p in arch}), step(*a, **k))
+    architect.step((images, LABELS), (images, LABELS))
     for param, grad in zip(arch, want):
         torch.testing.assert_close(seen[id(param)], grad, rtol=1e-5, atol=1e-7)
     search.run()

@@ -34,7 +34,8 @@ def search_definition(cfg, precision: str, objective: Optional[Any] = None) -> D
         "SEED": cfg.SEED,
         "TRAINER.DPL.PREC": precision,
         "TRAINER.DPL.CANDIDATES": sorted(set(dpl.CANDIDATES)),
-        **flatten(dpl.SEARCH, "TRAINER.DPL.SEARCH.", skip=cosmetic_keys()),
+        # OBJECTIVE: the objective.* entries above say which loss it chose (none: cross-entropy)
+        **flatten(dpl.SEARCH, "TRAINER.DPL.SEARCH.", skip=cosmetic_keys() + ("OBJECTIVE",)),
         # FOLDER (ImageFolder's) only when set: searches recorded before the key existed stay reusable
         **flatten(cfg.DATASET, "DATASET.", skip=("ROOT",) if cfg.DATASET.get("FOLDER") else ("ROOT", "FOLDER")),
         **flatten(cfg.INPUT, "INPUT."),  # the search's train and validation transforms
