@@ -38,7 +38,9 @@ class PromptedCLIP(nn.Module):
         super().__init__()
         for param in clip_model.parameters():
             param.requires_grad_(False)
-        self.backbone = bind(clip_model).spec()
+        family = bind(clip_model)
+        self.backbone = family.spec()
+        self._tokenizer = family.tokenizer  # the frozen features of hand-crafted prompts need it
         self.text_encoder = PromptedTextEncoder(clip_model, checkpoint=text_checkpoint)
         self.text_chunk = text_chunk
         self.image_encoder = PromptedImageEncoder(clip_model)
@@ -131,7 +133,8 @@ class PromptedCLIP(nn.Module):
     def frozen_text_features(self, classnames: Sequence[str], template: str) -> torch.Tensor:
         """Unnormalised features of ``template`` filled with each class name, from the frozen text
         encoder without any prompt (hand-crafted prompt features): ``(C, embed_dim)``."""
-        prompts = build_prompts(classnames, [template], context_length=self.backbone.context_length)
+        prompts = build_prompts(classnames, [template], context_length=self.backbone.context_length,
+                                tokenizer=self._tokenizer)
         prompts.tokens, prompts.eot = prompts.tokens.to(self.text_tokens.device), prompts.eot.to(self.text_tokens.device)
         return self.text_encoder(prompts, None, "prefix").float()
 
