@@ -36,7 +36,9 @@ from dassl.utils import collect_env_info, set_random_seed
 
 import trainers.dpl_coop  # noqa: F401  (each import registers its trainer)
 import trainers.dpl_ivlp  # noqa: F401
+import trainers.dpl_kgcoop  # noqa: F401
 import trainers.dpl_maple  # noqa: F401
+import trainers.dpl_promptsrc  # noqa: F401
 import trainers.dpl_vpt  # noqa: F401
 
 

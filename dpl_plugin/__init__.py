@@ -11,6 +11,8 @@ from .backbones.registry import load_clip
 from .backbones.spec import BackboneSpec
 from .designs import DESIGNS, get_design
 from .engine import optim
+from .engine.averaging import GaussianPromptAveraging
+from .engine.objectives import CrossEntropy, KgCoOp, Objective, PromptSRC
 from .engine.training import TrainSettings, evaluate, train_prompts
 from .errors import DPLError, NonFiniteLogitsError, NonFiniteLossError, OptionError
 from .prompt_config import PromptConfig, PromptConfigError
@@ -26,7 +28,8 @@ from . import demo  # noqa: E402  (the offline demo task; after the library it r
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackboneSpec", "BilevelSearch", "ContextOverflowError", "CorruptWeightsError", "DESIGNS", "DPLError",
+    "BackboneSpec", "BilevelSearch", "ContextOverflowError", "CorruptWeightsError", "CrossEntropy", "DESIGNS",
+    "DPLError", "GaussianPromptAveraging", "KgCoOp", "Objective", "PromptSRC",
     "NonFiniteLogitsError", "NonFiniteLossError", "OptionError", "PromptConfig", "PromptConfigError",
     "PromptLearner", "PromptSet", "PromptedCLIP", "SearchResult", "SearchSettings", "TrainSettings",
     "UnsupportedBackboneError", "WeightsNotFoundError", "build_prompted_clip", "build_prompts", "build_supernet", "distributed", "evaluate",

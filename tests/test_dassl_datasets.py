@@ -350,14 +350,14 @@ def test_register_skips_names_already_registered():
     assert "Caltech101" not in added and sorted(added) == sorted(set(DATASET_NAMES) - {"Caltech101"})
     assert registry.get("Caltech101") is Caltech101
     assert register_datasets(registry) == []  # idempotent, no KeyError
-    assert set(DATASET_NAMES) <= set(DATASET_REGISTRY.registered_names()) and len(DATASET_NAMES) == 16  # 15 + Demo
+    assert set(DATASET_NAMES) <= set(DATASET_REGISTRY.registered_names()) and len(DATASET_NAMES) == 17  # 15 + Demo + ImageFolder
 
 
 def test_dataset_configs_name_registered_datasets():
     folder = os.path.join(REPO, "configs", "datasets")
     expected = {"imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "imagenetv2", "imagenet_sketch", "imagenet_a",
-                "imagenet_r", "demo"}
+                "imagenet_r", "demo", "image_folder"}
     assert {f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")} == expected
     names = set()
     for fname in expected:

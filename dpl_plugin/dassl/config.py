@@ -71,12 +71,18 @@ def _baseline_nodes() -> dict:
     published settings of :mod:`dpl_plugin.designs` as defaults."""
     coop, vpt, ivlp, maple = (get_design(n).published() for n in ("coop", "vpt", "ivlp", "maple"))
     return {
-        "COOP": {"N_CTX": coop["n_ctx"], "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"},
+        # W: KgCoOp's weight, read from CoOp's node as its repository does (htyao89/KgCoOp; 8.0 in its scripts)
+        "COOP": {"N_CTX": coop["n_ctx"], "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end",
+                 "W": 8.0},
         "VPT": {"N_CTX_VISION": vpt["n_ctx"], "CTX_INIT": DEFAULT_CONTEXT, "PREC": "fp16",
                 "PROMPT_DEPTH_VISION": vpt["depth"]},
         "IVLP": {"N_CTX_VISION": ivlp["n_vision"], "N_CTX_TEXT": ivlp["n_text"], "CTX_INIT": DEFAULT_CONTEXT,
                  "PREC": "fp16", "PROMPT_DEPTH_VISION": ivlp["depth_vision"], "PROMPT_DEPTH_TEXT": ivlp["depth_text"]},
         "MAPLE": {"N_CTX": maple["n_ctx"], "CTX_INIT": DEFAULT_CONTEXT, "PREC": "fp16", "PROMPT_DEPTH": maple["depth"]},
+        # PromptSRC's repository's train.py and configs (muzairkhattak/PromptSRC): IVLP 4 + 4 tokens, depth 9
+        "PROMPTSRC": {"N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": DEFAULT_CONTEXT, "PREC": "fp16",
+                      "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9, "TEXT_LOSS_WEIGHT": 25.0,
+                      "IMAGE_LOSS_WEIGHT": 10.0, "GPA_MEAN": 15.0, "GPA_STD": 1.0},
     }
 
 
@@ -91,11 +97,13 @@ def _add_missing(node: CN, values: dict) -> None:
 
 
 def extend_cfg(cfg: CN) -> CN:
-    """Add ``TRAINER.DPL.*``, the baseline nodes and ``DATASET.SUBSAMPLE_CLASSES`` where missing."""
+    """Add ``TRAINER.DPL.*``, the baseline nodes, ``DATASET.SUBSAMPLE_CLASSES`` and ``DATASET.FOLDER``
+    where missing."""
     if cfg.is_frozen():
         raise RuntimeError("extend_cfg(cfg) must be called before cfg.freeze()")
     _add_missing(cfg.TRAINER, {"DPL": _DPL, **_baseline_nodes()})
-    _add_missing(cfg.DATASET, {"SUBSAMPLE_CLASSES": "all"})  # all | base | new
+    _add_missing(cfg.DATASET, {"SUBSAMPLE_CLASSES": "all",  # all | base | new
+                               "FOLDER": ""})  # ImageFolder: the folder under ROOT ("" = ROOT itself)
     return cfg
 
 

@@ -21,18 +21,26 @@ from ..search.settings import cosmetic_keys
 _OPTIM_UNUSED = ("LR", "MAX_EPOCH", "STAGED_LR", "NEW_LAYERS", "BASE_LR_MULT")
 
 
-def search_definition(cfg, precision: str) -> Dict[str, Any]:
+def search_definition(cfg, precision: str, objective: Optional[Any] = None) -> Dict[str, Any]:
     """``{config key: value}`` for the search that ``cfg`` asks for; ``precision`` is the one it
-    runs at (``TRAINER.DPL.PREC`` after the CPU fallback)."""
+    runs at (``TRAINER.DPL.PREC`` after the CPU fallback); ``objective`` the search's loss
+    (:class:`~dpl_plugin.engine.objectives.Objective`: its name and weights, which live in the
+    method's own config node)."""
     dpl = cfg.TRAINER.DPL
+    extra = {}
+    if objective is not None and objective.name != "cross_entropy":  # plain: as recorded before objectives
+        extra = flatten(objective.describe(), "objective.")
     return {
+        **extra,
         "TRAINER.NAME": cfg.TRAINER.NAME,  # the design: which branches, coupled or not
         "MODEL.BACKBONE.NAME": cfg.MODEL.BACKBONE.NAME,
         "SEED": cfg.SEED,
         "TRAINER.DPL.PREC": precision,
         "TRAINER.DPL.CANDIDATES": sorted(set(dpl.CANDIDATES)),
-        **flatten(dpl.SEARCH, "TRAINER.DPL.SEARCH.", skip=cosmetic_keys()),
-        **flatten(cfg.DATASET, "DATASET.", skip=("ROOT",)),
+        # OBJECTIVE: the objective.* entries above say which loss it chose (none: cross-entropy)
+        **flatten(dpl.SEARCH, "TRAINER.DPL.SEARCH.", skip=cosmetic_keys() + ("OBJECTIVE",)),
+        # FOLDER (ImageFolder's) only when set: searches recorded before the key existed stay reusable
+        **flatten(cfg.DATASET, "DATASET.", skip=("ROOT",) if cfg.DATASET.get("FOLDER") else ("ROOT", "FOLDER")),
         **flatten(cfg.INPUT, "INPUT."),  # the search's train and validation transforms
         "DATALOADER.TRAIN_X.SAMPLER": cfg.DATALOADER.TRAIN_X.SAMPLER,
         **flatten(cfg.OPTIM, "OPTIM.", skip=_OPTIM_UNUSED),

@@ -1,7 +1,9 @@
-"""``DPLTrainer``: everything the four DPL Dassl trainers share.
+"""``DPLTrainer``: everything the DPL Dassl trainers share.
 
 A trainer subclass names its prompt design (:mod:`dpl_plugin.designs`) and reads its baseline's
-config node; this class does the rest:
+config node; a method with its own loss or prompt schedule (KgCoOp, PromptSRC) also names its
+objective (:mod:`dpl_plugin.engine.objectives`, cross-entropy by default, used by the search too
+unless ``TRAINER.DPL.SEARCH.OBJECTIVE cross_entropy``) and averaging. This class does the rest:
 
 * ``build_model`` (called by Dassl's ``__init__``) loads CLIP once and builds the model when its
   prompt configuration is already known: the hand design (``MODE baseline``), a configuration file,
@@ -22,15 +24,16 @@ import sys
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 
 from .. import PromptConfig, PromptConfigError, build_prompted_clip, load_clip
 from ..backbones.spec import BackboneSpec
 from ..designs import get_design
+from ..engine.averaging import GaussianPromptAveraging
 from ..engine.checkpoint import CorruptCheckpointError
 from ..engine.finite import check_finite, check_finite_logits
+from ..engine.objectives import Objective
 from ..errors import OptionError
 from ..prompting.initialization import SEARCHED
 from ..prompting.templates import DEFAULT_TEMPLATE, text_input
@@ -65,6 +68,14 @@ class DPLTrainer(TrainerX):
         """``(keyword arguments of the design's hand configuration, text context init)`` read from the
         baseline's config node (e.g. ``TRAINER.MAPLE``)."""
         raise NotImplementedError
+
+    def build_objective(self, cfg) -> Objective:
+        """The train stage's loss (:mod:`dpl_plugin.engine.objectives`); cross-entropy unless a method adds terms."""
+        return Objective()
+
+    def build_averaging(self, cfg) -> Optional[GaussianPromptAveraging]:
+        """A schedule over epochs for the trained prompts (PromptSRC's aggregation), or None."""
+        return None
 
     def __init__(self, cfg):
         # Started by torchrun: join the process group before Dassl builds loaders and the model
@@ -105,7 +116,8 @@ class DPLTrainer(TrainerX):
                               f"{resolution}x{resolution} images: set INPUT.SIZE ({resolution}, {resolution})")
         self.classnames = list(self.dm.dataset.classnames)
         self.baseline_kwargs, self.ctx_init = self.baseline_settings(cfg)
-        self.model = self.optim = self.sched = self.scaler = None
+        self.objective = self.build_objective(cfg)
+        self.model = self.optim = self.sched = self.scaler = self.averaging = None
         self.prompt_config: Optional[PromptConfig] = None
         config = self._known_config()
         if config is not None:
@@ -138,8 +150,7 @@ class DPLTrainer(TrainerX):
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler is not None):
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels)
+            loss, logits, _ = self.objective(self.model, images, labels)
         check_finite(loss, "training", f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}",
                      self._saved_checkpoints())
         params = self.model.learnable_parameters()
@@ -158,6 +169,15 @@ class DPLTrainer(TrainerX):
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()  # once per epoch, as the CoOp family does
         return summary
+
+    def after_epoch(self):
+        if self.averaging is not None:  # before Dassl saves the epoch's checkpoint
+            self.averaging.add(self.model.prompt_learner, self.epoch + 1)
+            if self.epoch + 1 == self.max_epoch:
+                self.averaging.apply(self.model.prompt_learner)
+                print(f"Prompts averaged over {self.max_epoch} epoch(s) (Gaussian weights, mean "
+                      f"{self.averaging.mean:g}, std {self.averaging.std:g})")
+        super().after_epoch()
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -206,6 +226,7 @@ class DPLTrainer(TrainerX):
             "scheduler": self.sched.state_dict() if self.sched is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "val_result": val_result,
+            "averaging": self.averaging.state_dict() if self.averaging is not None else None,
             "rng": distributed.per_rank(capture_rng_state()),  # several processes: every rank's
             "definition": self._train_definition(),
         }
@@ -233,6 +254,8 @@ class DPLTrainer(TrainerX):
         for part, target in (("optimizer", self.optim), ("scheduler", self.sched), ("scaler", self.scaler)):
             if target is not None and state.get(part) is not None:
                 target.load_state_dict(state[part])
+        if self.averaging is not None and state.get("averaging") is not None:
+            self.averaging.load_state_dict(state["averaging"], self.model.prompt_learner)  # the trained prompts
         restore_rng_state(distributed.own(state["rng"]))  # continue exactly as the uninterrupted run would have
         print(f"Resumed from {path} (epoch {state['epoch']})")
         return state["epoch"]
@@ -283,7 +306,8 @@ class DPLTrainer(TrainerX):
         print(f"Searching prompt lengths ({self.design.name} design, branches {list(self.design.branches)}, "
               f"candidates {list(learner.candidates)}, {settings.epochs} epochs) into {folder}")
         result = BilevelSearch(model, train_loader, val_loader, optimizer, scheduler, settings, folder, self.device,
-                               provenance=provenance).run()
+                               provenance=provenance,
+                               objective=self._search_objective().prepare(model, self.classnames)).run()
         print(f"Searched configuration: text {result.config.text} vision {result.config.vision}")
         return result.config
 
@@ -304,7 +328,11 @@ class DPLTrainer(TrainerX):
         return min(asked, shots_per_class(self.dm.dataset.train_x)) if asked > 0 else asked
 
     def _search_definition(self) -> dict:
-        return search_definition(self.cfg, self.precision)
+        return search_definition(self.cfg, self.precision, self._search_objective())
+
+    def _search_objective(self) -> Objective:
+        """The method's objective, or cross-entropy with ``TRAINER.DPL.SEARCH.OBJECTIVE cross_entropy``."""
+        return Objective() if self.cfg.TRAINER.DPL.SEARCH.OBJECTIVE == "cross_entropy" else self.objective
 
     def _train_definition(self) -> dict:
         return train_definition(self.cfg, self.precision, self.ctx_init)
@@ -362,6 +390,8 @@ class DPLTrainer(TrainerX):
         optim = sched = None
         if params:
             optim, sched = build_optimizer_and_scheduler(params, cfg.OPTIM)
+        self.objective.prepare(model, self.classnames)
+        self.averaging = self.build_averaging(cfg)
         self.model, self.optim, self.sched, self.prompt_config = model, optim, sched, config
         self._models[MODEL_NAME], self._optims[MODEL_NAME], self._scheds[MODEL_NAME] = learner, optim, sched
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" and params else None

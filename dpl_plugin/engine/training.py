@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import NonFiniteLogitsError, NonFiniteLossError, require_instance
 from ..typed_fields import check_field_types
 from ..runtime import distributed
 from ..runtime.sharded_data import set_epoch
+from .averaging import GaussianPromptAveraging
 from .batches import accuracy, default_batch
 from .finite import check_finite, check_finite_logits
+from .objectives import Objective
 from .optim import RECIPE_LR, build_lr_scheduler, build_sgd
 from .progress import EpochProgress
 
@@ -46,10 +47,15 @@ def _device_of(model) -> torch.device:
 
 
 def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = None,
-                  batch_fn: Callable = default_batch, progress: bool = True) -> List[Dict[str, float]]:
-    """Train the learnable parameters of ``model`` on ``loader``; return per-epoch loss/accuracy."""
+                  batch_fn: Callable = default_batch, progress: bool = True, objective: Optional[Objective] = None,
+                  averaging: Optional[GaussianPromptAveraging] = None) -> List[Dict[str, float]]:
+    """Train the learnable parameters of ``model`` on ``loader``; return per-epoch loss/accuracy.
+
+    ``objective``: the loss of a batch (default cross-entropy; a prepared :class:`Objective`);
+    ``averaging``: e.g. PromptSRC's Gaussian prompt aggregation, applied after the last epoch."""
     s = require_instance(settings or TrainSettings(), TrainSettings, "train_prompts' settings",
                          "pass TrainSettings(...) (a dict d: TrainSettings(**d))")
+    objective = objective or Objective()
     device = _device_of(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -69,8 +75,7 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
         for step, batch in enumerate(bar):
             images, labels = (t.to(device) for t in batch_fn(batch))
             with torch.autocast(device.type, enabled=amp):
-                logits = model(images)
-                loss = F.cross_entropy(logits, labels)
+                loss, logits, _ = objective(model, images, labels)
             check_finite(loss, "training", f"epoch {epoch + 1}, iteration {step + 1}", "")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -85,9 +90,13 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
             raise ValueError("the training loader yields no batches: nothing was trained (is the dataset empty, "
                              "or a loader with drop_last=True given fewer images than one batch?)")
         scheduler.step()
+        if averaging is not None:
+            averaging.add(model.prompt_learner, epoch + 1)
         history.append(distributed.mean_values({k: v / count for k, v in total.items()}))
         logger.info("epoch [%d/%d] loss %.4f acc %.1f%% lr %.3e", epoch + 1, s.epochs, history[-1]["loss"],
                     history[-1]["acc"], optimizer.param_groups[0]["lr"])
+    if averaging is not None:
+        averaging.apply(model.prompt_learner)
     return history
 
 

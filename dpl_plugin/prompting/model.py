@@ -7,7 +7,7 @@ baselines) or the search's supernet learner; the model does not care which.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,12 @@ from .learners import PromptLearner, PromptSet
 from .text_inputs import TokenizedPrompts, build_prompts, plan_text_input
 
 
+class Classification(NamedTuple):
+    logits: torch.Tensor  # (B, C)
+    image: torch.Tensor  # (B, embed_dim), normalised
+    text: torch.Tensor  # (C, embed_dim), normalised
+
+
 class PromptedCLIP(nn.Module):
     """``text_checkpoint``: recompute the text encoder's activations in backward instead of keeping
     them (for many classes). ``text_chunk``: without gradients (evaluation), encode the class texts
@@ -33,7 +39,9 @@ class PromptedCLIP(nn.Module):
         super().__init__()
         for param in clip_model.parameters():
             param.requires_grad_(False)
-        self.backbone = bind(clip_model).spec()
+        family = bind(clip_model)
+        self.backbone = family.spec()
+        self._tokenizer = family.tokenizer  # the frozen features of hand-crafted prompts need it
         self.text_encoder = PromptedTextEncoder(clip_model, checkpoint=text_checkpoint)
         self.text_chunk = text_chunk
         self.image_encoder = PromptedImageEncoder(clip_model)
@@ -112,10 +120,29 @@ class PromptedCLIP(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C)``: scaled cosine similarity of image and class text features."""
+        return self.classify(images).logits
+
+    def classify(self, images: torch.Tensor) -> "Classification":
+        """Logits with the normalised image and class text features they come from (training
+        objectives that regularise the features need them)."""
         prompt_set = self.prompt_learner()
         image = self.encode_image(images, prompt_set)
         text = self.encode_text(prompt_set)
-        return self.logit_scale.exp() * image @ text.t()
+        return Classification(self.logit_scale.exp() * image @ text.t(), image, text)
+
+    @torch.no_grad()
+    def frozen_text_features(self, classnames: Sequence[str], template: str) -> torch.Tensor:
+        """Unnormalised features of ``template`` filled with each class name, from the frozen text
+        encoder without any prompt (hand-crafted prompt features): ``(C, embed_dim)``."""
+        prompts = build_prompts(classnames, [template], context_length=self.backbone.context_length,
+                                tokenizer=self._tokenizer)
+        prompts.tokens, prompts.eot = prompts.tokens.to(self.text_tokens.device), prompts.eot.to(self.text_tokens.device)
+        return self.text_encoder(prompts, None, "prefix").float()
+
+    @torch.no_grad()
+    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised features of ``images`` from the frozen image encoder without any prompt."""
+        return F.normalize(self.image_encoder(images, None, "prefix").float(), dim=-1)
 
     @contextlib.contextmanager
     def cached_text_features(self):

@@ -2,10 +2,10 @@
 
 Every training minibatch makes two steps (first-order DARTS, as the official code):
 
-1. ``alpha`` step (:class:`~dpl_plugin.search.architect.Architect`): cross-entropy of a
-   *validation* batch, gradients for ``alpha`` only, Adam (``second_order=True``: DARTS's unrolled
-   approximation);
-2. prompt step: cross-entropy of the training batch, gradients for the prompts only, the prompt
+1. ``alpha`` step (:class:`~dpl_plugin.search.architect.Architect`): the objective (cross-entropy by
+   default, :mod:`dpl_plugin.engine.objectives`) of a *validation* batch, gradients for ``alpha``
+   only, Adam (``second_order=True``: DARTS's unrolled approximation);
+2. prompt step: the objective of the training batch, gradients for the prompts only, the prompt
    optimizer (SGD in the recipe).
 
 Validation batches come from cycling a (shuffled) validation loader, so ``alpha`` sees all of the
@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ..engine.batches import accuracy, default_batch
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.finite import check_finite
+from ..engine.objectives import Objective
 from ..engine.progress import EpochProgress
 from ..engine.training import evaluate
 from ..errors import DPLError, require_instance
@@ -138,8 +138,9 @@ class BilevelSearch:
                  prompt_optimizer: torch.optim.Optimizer, scheduler=None,
                  settings: Optional[SearchSettings] = None, output_dir: Optional[str] = None,
                  device: Optional[torch.device] = None, batch_fn: Callable = default_batch,
-                 provenance: Optional[Dict[str, Any]] = None):
+                 provenance: Optional[Dict[str, Any]] = None, objective: Optional[Objective] = None):
         self.model = model
+        self.objective = objective or Objective()  # both steps' loss (a prepared objective); cross-entropy
         self.learner: SupernetPromptLearner = model.prompt_learner
         if not isinstance(self.learner, SupernetPromptLearner):
             raise TypeError("BilevelSearch needs a model built with a SupernetPromptLearner (see build_supernet)")
@@ -170,8 +171,7 @@ class BilevelSearch:
         images, labels = self.batch_fn(batch)
         images, labels = images.to(self.device), labels.to(self.device)
         with torch.autocast(self.device.type, enabled=self.autocast):
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels)
+            loss, logits, _ = self.objective(self.model, images, labels)
         check_finite(loss, phase, f"epoch {self.epoch + 1}, iteration {self.iteration + 1}", self._on_disk())
         return loss, logits.detach(), labels
 
@@ -275,6 +275,8 @@ class BilevelSearch:
 
     def config(self) -> PromptConfig:
         info = {**self.provenance, "search": self.settings.definition()}
+        if self.objective.name != Objective.name:
+            info["objective"] = self.objective.describe()
         if self.val_accuracy is not None:
             info["supernet_val_accuracy"] = round(self.val_accuracy, 2)
         return derive_config(self.learner, self.history, info, self.settings.token_budget)
@@ -295,9 +297,12 @@ class BilevelSearch:
 
     # -- state ------------------------------------------------------------------------------------
     def _signature(self) -> Dict[str, Any]:
-        return {"candidates": list(self.learner.candidates),
-                "tables": {k: list(t.shape) for k, t in self.learner.alpha.tables.items()},
-                "settings": self.settings.definition()}
+        signature = {"candidates": list(self.learner.candidates),
+                     "tables": {k: list(t.shape) for k, t in self.learner.alpha.tables.items()},
+                     "settings": self.settings.definition()}
+        if self.objective.name != Objective.name:  # plain cross-entropy: as recorded before objectives existed
+            signature["objective"] = self.objective.describe()
+        return signature
 
     def state_dict(self) -> Dict[str, Any]:
         return {

@@ -33,6 +33,7 @@ from .definition import plain
 from .supernet import CANDIDATE_TEXT_INIT, CANDIDATE_VISION_INIT
 
 PRESET_NAMES = ("paper", "robust")
+SEARCH_OBJECTIVES = ("method", "cross_entropy")
 
 
 def _opt(default, key: str, help: str, **metadata):
@@ -101,6 +102,9 @@ class SearchSettings:
     text_init: str = _opt(CANDIDATE_TEXT_INIT, "TEXT_INIT", "initialisation of the candidate text prompts", setup=True)
     vision_init: str = _opt(CANDIDATE_VISION_INIT, "VISION_INIT", "initialisation of the candidate vision prompts",
                             setup=True)
+    objective: str = _opt("method", "OBJECTIVE", "the loss of both steps (Dassl trainers): method (the trainer's own "
+                          "objective, e.g. KgCoOp's or PromptSRC's) or cross_entropy (the official search's)",
+                          setup=True, choices=SEARCH_OBJECTIVES)
     # -- robustness options: None = the preset's value -------------------------------------------
     preset: str = _opt("paper", "PRESET", "paper (the official recipe) or robust; explicit keys win",
                        choices=PRESET_NAMES)

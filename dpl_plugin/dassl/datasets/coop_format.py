@@ -278,13 +278,17 @@ class CoOpDataset(DatasetBase):
 
     def __init__(self, cfg):
         self.root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
-        self.dataset_dir = os.path.join(self.root, type(self).dataset_dir)
+        self.dataset_dir = self.folder(cfg)
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
         self.require_dir(self.dataset_dir)
         train, val, test = self.build(cfg)
         if not train:
             raise DatasetLayoutError(f"{type(self).__name__}: no training images in {self.dataset_dir}")
         super().__init__(train_x=train, val=val, test=test)
+
+    def folder(self, cfg) -> str:
+        """The dataset's absolute folder: ``DATASET.ROOT/<dataset_dir>``."""
+        return os.path.join(self.root, type(self).dataset_dir)
 
     def build(self, cfg):
         """The standard pipeline; test-only datasets override it."""
