@@ -20,5 +20,5 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "open_clip": ["open_clip_torch>=3.3"]},  # open_clip: OpenCLIP backbones
 )

@@ -17,8 +17,8 @@ import argparse
 import os
 import sys
 
-if int(os.environ.get("RANK", "0")) > 0:  # torchrun: progress bars from rank 0 only (read when tqdm loads)
-    os.environ.setdefault("TQDM_DISABLE", "1")
+if int(os.environ.get("RANK", "0")) > 0 or not sys.stderr.isatty():  # read when tqdm loads: Dassl's evaluation
+    os.environ.setdefault("TQDM_DISABLE", "1")  # bar from rank 0 only, and only on a terminal (not in a log file)
 
 import torch  # noqa: E402
 
@@ -26,16 +26,19 @@ from dpl_plugin.runtime import cli
 from dpl_plugin.runtime import distributed
 from dpl_plugin.dassl import extend_cfg  # first: says how to install Dassl if it is missing
 from dpl_plugin.dassl.datasets import register_datasets
+from dpl_plugin.dassl.log_file import setup_log_file
 from dpl_plugin.dassl.options import check_registered, merge_file, merge_options
 
 from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.utils import collect_env_info, set_random_seed, setup_logger
+from dassl.utils import collect_env_info, set_random_seed
 
 import trainers.dpl_coop  # noqa: F401  (each import registers its trainer)
 import trainers.dpl_ivlp  # noqa: F401
+import trainers.dpl_kgcoop  # noqa: F401
 import trainers.dpl_maple  # noqa: F401
+import trainers.dpl_promptsrc  # noqa: F401
 import trainers.dpl_vpt  # noqa: F401
 
 
@@ -99,7 +102,7 @@ def main(args):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)  # the same on every rank: the same initial prompts
     if distributed.is_main():
-        setup_logger(cfg.OUTPUT_DIR)
+        setup_log_file(cfg.OUTPUT_DIR)  # takes the folder's lock first: a refused run writes nothing there
 
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True

@@ -1,4 +1,4 @@
-"""The search at scale (issue 10): memory and time of one search step, measured side by side.
+"""The search at scale: memory and time of one search step, measured side by side.
 
 One search step is a forward and backward pass of the supernet (ViT-B/16 shapes, random weights,
 CPU, C = {0..6}, both branches searched) on one batch, gradients for every learnable parameter.
@@ -215,7 +215,7 @@ def text_rank_worker(rank: int, world: int, port: int, classes: int, repeats: in
         names = (benchmark_classnames("imagenet") * (classes // 1000 + 1))[:classes]
         model = build_supernet(random_clip("ViT-B/16"), names, branches=("text",), candidates=CANDIDATES)
         params = model.learnable_parameters()
-        probe = torch.randn(model.text_encoder.text_projection.shape[1], generator=torch.Generator().manual_seed(0))
+        probe = torch.randn(model.backbone.embed_dim, generator=torch.Generator().manual_seed(0))
         seconds, cpu = [], []
         for _ in range(repeats):
             distributed.barrier()

@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import io
 import json
 import math
@@ -59,31 +58,20 @@ import dpl_plugin as dpl  # noqa: E402
 from dpl_plugin.runtime.atomic import atomic_write  # noqa: E402
 from dpl_plugin.search.stage import search_prompt_lengths  # noqa: E402
 from dpl_plugin.runtime.reproducibility import seed_everything  # noqa: E402
-from dpl_plugin.search import SearchResult  # noqa: E402
 from dpl_plugin.search.discretize import confidence_summary, derive_config  # noqa: E402
 from dpl_plugin.search.selection import fixed_layers, select, validation_score  # noqa: E402
 from dpl_plugin.search.space import SearchSpace  # noqa: E402
 from dpl_plugin.prompting.text_inputs import bpe  # noqa: E402
 from dpl_plugin.engine.training import TrainSettings, train_prompts  # noqa: E402
+from dpl_plugin.prompting.initialization import inherit_prompts  # noqa: E402
+from dpl_plugin.prompting.templates import DEFAULT_CONTEXT  # noqa: E402
+from dpl_plugin.runtime.lock import OutputLock  # noqa: E402
+from dpl_plugin.search.history import CONFIDENT  # noqa: E402
+from dpl_plugin.search.settings import fields_of  # noqa: E402
 from parse_results import interval  # noqa: E402
 
-try:  # one run per output folder (dpl_plugin.runtime.lock); without it, runs go unlocked
-    from dpl_plugin.runtime.lock import OutputLock
-except ImportError:
-    OutputLock = contextlib.nullcontext
-try:  # TRAIN.INIT searched (issue 9, item 5); the inherited rows are left out where it is missing
-    from dpl_plugin.search.inherit import inherit_prompts
-except ImportError:
-    inherit_prompts = None
-_RESULT_FIELDS = {f.name for f in dataclasses.fields(SearchResult)}
-INHERITANCE = inherit_prompts is not None and "supernet" in _RESULT_FIELDS  # needs the searched supernet
-PRESETS = "preset" in {f.name for f in dataclasses.fields(dpl.SearchSettings)}  # search presets (item 3)
-# text_init="template" in either insertion form (issue 9, item 5); before it, native form only (ctx_init)
-TEMPLATE_ANY_FORM = hasattr(importlib.import_module("dpl_plugin.prompting.model"), "template_plan")
 
 DESIGNS = ("coop", "vpt", "ivlp", "maple")
-TEMPLATE = "a photo of a"  # the hand designs' text initialisation (MaPLe, IVLP)
-CONFIDENT = 0.6  # top probability from which a searched layer counts as decided
 INITS = ("random", "template", "searched")
 CACHE_FORMAT = "dpl-plugin/search-quality-cache-v1"
 
@@ -157,23 +145,21 @@ def effective_init(config: dpl.PromptConfig, init: str) -> str:
     enough words for (otherwise the rule falls back to random, as in MaPLe and IVLP)."""
     if init != "template":
         return init
-    fits = 0 < config.input_length("text") <= len(bpe(TEMPLATE))
-    return "template" if fits and (config.insertion == "native" or TEMPLATE_ANY_FORM) else "random"
+    fits = 0 < config.input_length("text") <= len(bpe(DEFAULT_CONTEXT))
+    return "template" if fits else "random"
 
 
 def init_kwargs(init: str) -> dict:
     """``build_prompted_clip`` arguments of an initialisation (``searched`` starts random, then inherits)."""
     if init != "template":
         return {}
-    return {"text_init": "template"} if TEMPLATE_ANY_FORM else {"ctx_init": TEMPLATE}
+    return {"text_init": "template"}
 
 
 def init_form(init: str, insertion: str) -> str:
     """The insertion form a searched configuration is trained in under ``init``: the benchmark's,
-    but the supernet's own (prefix) for inherited prompts and native where only it has template slots."""
-    if init == "searched":
-        return "prefix"
-    return "native" if init == "template" and not TEMPLATE_ANY_FORM else insertion
+    but the supernet's own (prefix) for inherited prompts."""
+    return "prefix" if init == "searched" else insertion
 
 
 def tokens(config: dpl.PromptConfig) -> int:
@@ -332,16 +318,15 @@ class SearchQuality:
                 "preset": preset, "epochs": s.search_epochs, "lr": s.search_lr, "candidates": list(s.candidates),
                 "init": s.search_init,
                 "batch_size": s.batch_size, "val_batch_size": s.val_batch_size,
-                # what the preset means today: a changed preset is another search
-                "settings": dataclasses.asdict(self._search_settings(preset))}
+                # what the preset means today: a changed preset is another search (the setup options,
+                # lr, init and batch sizes, are the keys above)
+                "settings": {k: v for k, v in dataclasses.asdict(self._search_settings(preset)).items()
+                             if k not in fields_of("setup")}}
 
     def _search_settings(self, preset: str) -> dpl.SearchSettings:
-        if PRESETS:
-            return dpl.SearchSettings(epochs=self.settings.search_epochs, preset=preset,
-                                      alpha_lr=self.settings.alpha_lr).resolved()
-        if preset != "paper":
-            raise SystemExit(f"this dpl_plugin has no search presets: use --presets paper (got '{preset}')")
-        return dpl.SearchSettings(epochs=self.settings.search_epochs)
+        s = self.settings
+        return dpl.SearchSettings(epochs=s.search_epochs, preset=preset, alpha_lr=s.alpha_lr, lr=s.search_lr,
+                                  text_init=s.search_init, vision_init=s.search_init).resolved()
 
     def search(self, task: Task, design: str, seed: int, preset: str, need_supernet: bool):
         """The search's summary (cached) and, when asked for, its supernet (re-read from its folder)."""
@@ -358,15 +343,12 @@ class SearchQuality:
             result = search_prompt_lengths(
                 self.clip, task.classnames, DataLoader(task.train, batch_size=s.batch_size, shuffle=True),
                 DataLoader(task.val, batch_size=s.val_batch_size, shuffle=True), design=design,
-                candidates=s.candidates, settings=self._search_settings(preset), lr=s.search_lr, output_dir=folder,
-                text_init=s.search_init, vision_init=s.search_init,
+                candidates=s.candidates, settings=self._search_settings(preset), output_dir=folder,
                 provenance={"task": task.name, "seed": seed, "benchmark": "search_quality"})
-        supernet = getattr(result, "supernet", None)
+        supernet = result.supernet
         if cached is not None:
             return cached, supernet
-        val_accuracy = getattr(result, "val_accuracy", None)
-        if val_accuracy is None and supernet is not None:
-            val_accuracy = scores(supernet, task.val)[0]
+        val_accuracy = result.val_accuracy
         summary = {"config": config_dict(result.config), "confidence": confidence(result.history),
                    "seconds": round(time.perf_counter() - start, 1), "val_accuracy": val_accuracy,
                    "id": ResultCache.key(identity), "samples": getattr(result, "samples", None),
@@ -455,8 +437,7 @@ class SearchQuality:
 
     def _searched_rows(self, task, design, seed, preset, main, searches) -> List[dict]:
         s = self.settings
-        extra = [(init, init_form(init, s.insertion)) for init in s.searched_inits
-                 if init != "searched" or INHERITANCE]
+        extra = [(init, init_form(init, s.insertion)) for init in s.searched_inits]
         identity = self._search_identity(task, design, seed, preset)
         summary = self.cache.get(identity)
         need_supernet = any(init == "searched" for init, _ in extra) and (
@@ -779,8 +760,7 @@ def estimate(clip_model, task: Task, designs, seeds, settings: Settings) -> str:
     per_image = (time.perf_counter() - start) / len(sample)
     steps = math.ceil(len(task.train) / settings.batch_size)
     training = settings.train_epochs * steps * step + len(task.val) * per_image
-    rows = 1 + settings.random + 1 + len(settings.presets) * (1 + sum(
-        1 for i in settings.searched_inits if i != "searched" or INHERITANCE))
+    rows = 1 + settings.random + 1 + len(settings.presets) * (1 + len(settings.searched_inits))
     runs = len(designs) * len(seeds)
     search = settings.search_epochs * steps * 5 * step
     total = runs * (rows * (len(settings.lrs) * training + len(task.test) * per_image) + len(settings.presets) * search)
@@ -855,8 +835,6 @@ def main(argv=None):
     print(f"dpl-demo: {spec.text_layers} text / {spec.vision_layers} vision layers, width {spec.text_width}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; designs {args.designs}, seeds {args.seeds}")
     print(f"settings: {dataclasses.asdict(settings)}")
-    if not INHERITANCE:
-        print("note: this dpl_plugin cannot inherit the supernet's prompts: no 'init searched' rows")
     def task(seed):
         return demo_task(args.shots, seed, shift, args.test_images, args.val_shots)
     print(estimate(clip_model, task(args.seeds[0]), args.designs, args.seeds, settings), flush=True)

@@ -12,8 +12,8 @@ all of them), time = the fastest of ``--repeats`` steps:
 Random weights, CPU, batch 2, C = {0..6}, both branches searched. Memory is what autograd saves
 for the backward pass (``dpl_plugin.runtime.memory.SavedActivations``: what an accelerator holds between
 forward and backward), not the process's resident memory, which depends on the CPU allocator.
-Targets (issue #3): single-pass at least 3x faster than per-candidate, and at most 1.2x the
-fixed-max step (issue 10, ``benchmarks/scale.py``: at most 1.1x in time and memory).
+Targets: single-pass at least 3x faster than per-candidate, and at most 1.2x the fixed-max step
+(``benchmarks/scale.py``: at most 1.1x in time and memory).
 
     python benchmarks/search_step.py [--classes 100] [--batch 2] [--repeats 3]
 """

@@ -1,17 +1,26 @@
 """The four prompt designs DPL plugs into, described as data.
 
 A design says which branches carry prompts, whether vision prompts are mapped from text prompts,
-how its baseline places tokens by hand, and how its text input starts. Searching and training
-use the same description, so adding a design is adding an entry here.
+and how its baseline places tokens by hand. Searching and training use the same description, so
+adding a design is adding an entry here (and, for a new kind of prompt, a learner in
+:mod:`dpl_plugin.prompting.learners`).
+
+The baselines' published settings are the defaults of the :class:`PromptConfig` factories (CoOp's
+16 input tokens; VPT-deep's 8 tokens in all 12 vision layers, IVLP's 2 + 2 tokens in all 12
+layers and MaPLe's 2 tokens in 9 layers, as in MaPLe's repository's configs, whose baselines
+MaPLe's and DPL's papers report); :meth:`Design.published` reads them there.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
-from .backbones.openai_clip import BackboneSpec
+from .backbones.spec import BackboneSpec
 from .prompt_config import PromptConfig
+
+_LAYER_ARGUMENTS = ("text_layers", "vision_layers", "insertion")
 
 
 @dataclass(frozen=True)
@@ -19,41 +28,28 @@ class Design:
     name: str
     branches: Tuple[str, ...]
     coupled: bool
-    ctx_init: str  # the baseline's text context initialisation ("" = random)
-    baseline: Callable[..., PromptConfig]  # (backbone, **design kwargs) -> the hand design
+    factory: Callable[..., PromptConfig]  # the PromptConfig factory of its hand design
 
-    def baseline_config(self, backbone: BackboneSpec, **kwargs) -> PromptConfig:
-        return self.baseline(backbone, **kwargs)
+    def baseline_config(self, backbone: BackboneSpec, **settings) -> PromptConfig:
+        """The hand design on ``backbone``: the published settings unless ``settings`` say otherwise."""
+        return self.factory(**{**self.published(), **settings}, text_layers=backbone.text_layers,
+                            vision_layers=backbone.vision_layers)
+
+    def published(self) -> Dict[str, Any]:
+        """The baseline's published settings (keyword arguments of :meth:`baseline_config`)."""
+        parameters = inspect.signature(self.factory).parameters.values()
+        return {p.name: p.default for p in parameters if p.name not in _LAYER_ARGUMENTS}
 
     def search_space(self) -> dict:
         """Keyword arguments of :func:`~dpl_plugin.search.build_supernet` for this design."""
         return {"branches": self.branches, "coupled": self.coupled}
 
 
-def _coop(backbone, n_ctx=16):
-    return PromptConfig.coop(n_ctx, backbone.text_layers, backbone.vision_layers)
-
-
-def _vpt(backbone, n_ctx=8, depth=None):
-    depth = backbone.vision_layers if depth is None else depth
-    return PromptConfig.vpt(n_ctx, depth, backbone.text_layers, backbone.vision_layers)
-
-
-def _ivlp(backbone, n_text=2, n_vision=2, depth_text=None, depth_vision=None):
-    depth_text = backbone.text_layers if depth_text is None else depth_text
-    depth_vision = backbone.vision_layers if depth_vision is None else depth_vision
-    return PromptConfig.ivlp(n_text, n_vision, depth_text, depth_vision, backbone.text_layers, backbone.vision_layers)
-
-
-def _maple(backbone, n_ctx=2, depth=9):
-    return PromptConfig.maple(n_ctx, depth, backbone.text_layers, backbone.vision_layers)
-
-
 DESIGNS: Dict[str, Design] = {
-    "coop": Design("coop", ("text",), False, "", _coop),
-    "vpt": Design("vpt", ("vision",), False, "", _vpt),
-    "ivlp": Design("ivlp", ("text", "vision"), False, "a photo of a", _ivlp),
-    "maple": Design("maple", ("text", "vision"), True, "a photo of a", _maple),
+    "coop": Design("coop", ("text",), False, PromptConfig.coop),
+    "vpt": Design("vpt", ("vision",), False, PromptConfig.vpt),
+    "ivlp": Design("ivlp", ("text", "vision"), False, PromptConfig.ivlp),
+    "maple": Design("maple", ("text", "vision"), True, PromptConfig.maple),
 }
 
 

@@ -22,3 +22,17 @@ class NonFiniteLossError(DPLError, FloatingPointError):
 
 class NonFiniteLogitsError(NonFiniteLossError):
     """An evaluation met NaN or infinite logits (NaN inputs or diverged prompts)."""
+
+
+class ArgumentTypeError(DPLError, TypeError):
+    """An API argument of the wrong kind (a dict where an object is expected, one string where a list is)."""
+
+
+def require_instance(value, expected, what: str, fix: str = ""):
+    """``value`` if it is an instance of ``expected`` (a class or tuple of classes), else raise
+    :class:`ArgumentTypeError` naming ``what``, the type given and ``fix``."""
+    if isinstance(value, expected):
+        return value
+    names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+    raise ArgumentTypeError(f"{what} must be a {names}, got {type(value).__name__} {value!r:.80}"
+                            + (f": {fix}" if fix else ""))

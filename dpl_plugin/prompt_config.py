@@ -60,9 +60,6 @@ class PromptConfig:
         lengths = self.lengths(branch)
         return lengths[0] if lengths else 0
 
-    def num_prompt_tokens(self) -> Dict[str, int]:
-        return {b: sum(self.lengths(b)) for b in BRANCHES}
-
     # -- validation ------------------------------------------------------------------------------
     def validate(self, backbone=None) -> "PromptConfig":
         """Check internal consistency and, given a :class:`BackboneSpec`, the layer counts."""
@@ -165,12 +162,7 @@ class PromptConfig:
         missing = [k for k in BRANCHES if k not in data]
         if missing:
             raise PromptConfigError(f"{source}: missing {missing}; list one token count per layer for each branch")
-        for branch in BRANCHES:
-            if not isinstance(data[branch], (list, tuple)):
-                raise PromptConfigError(f"{source}: '{branch}' must be a list of token counts, one per layer")
-        if not isinstance(data.get("coupled", False), bool):
-            raise PromptConfigError(f"{source}: 'coupled' must be true or false")
-        try:
+        try:  # types are checked on construction (_check_types)
             return cls(**data)
         except PromptConfigError as err:
             raise PromptConfigError(f"{source}: {err}") from None

@@ -1,7 +1,7 @@
 # Settings shared by the scripts, in one place. Override any of them with an environment variable:
 #   DPL_DATA=/data/coop DPL_TRAINER=DPL_IVLP bash scripts/fewshot.sh caltech101
 DATA=${DPL_DATA:-/path/to/datasets}      # CoOp's dataset root (DATASETS.md layout)
-TRAINER=${DPL_TRAINER:-DPL_MaPLe}        # DPL_CoOp | DPL_VPT | DPL_IVLP | DPL_MaPLe
+TRAINER=${DPL_TRAINER:-DPL_MaPLe}        # DPL_CoOp | DPL_VPT | DPL_IVLP | DPL_MaPLe | DPL_KgCoOp | DPL_PromptSRC
 CFG=${DPL_CFG:-vit_b16}                  # configs/trainers/${TRAINER}/${CFG}.yaml
 OUTPUT=${DPL_OUTPUT:-output}             # results go to ${OUTPUT}/... (CoOp/MaPLe folder conventions)
 SEEDS=${DPL_SEEDS:-"1 2 3"}

@@ -30,10 +30,6 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import dpl_plugin as dpl  # noqa: E402
-from dpl_plugin.demo.task import DEFAULT_SHIFT, as_datasets, demo_splits  # noqa: E402
-from dpl_plugin.runtime.reproducibility import seed_everything  # noqa: E402
-from dpl_plugin.search.stage import search_prompt_lengths  # noqa: E402
-from dpl_plugin.engine.training import TrainSettings, evaluate, train_prompts  # noqa: E402
 
 
 def parse_args():
@@ -41,7 +37,7 @@ def parse_args():
     parser.add_argument("--design", default="maple", choices=sorted(dpl.DESIGNS))
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--shift", default=DEFAULT_SHIFT)
+    parser.add_argument("--shift", default=dpl.demo.DEFAULT_SHIFT)
     parser.add_argument("--search-epochs", type=int, default=10)
     parser.add_argument("--train-epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=0.02)
@@ -49,6 +45,8 @@ def parse_args():
     parser.add_argument("--alpha-lr", type=float, default=0.02)
     parser.add_argument("--preset", default="paper", choices=sorted(dpl.search.PRESETS))
     parser.add_argument("--output", default="output/quickstart")
+    parser.add_argument("--backbone", default="dpl-demo",
+                        help="any dpl_plugin.load_clip name taking 28x28 images, e.g. open_clip:FOLDER (README, Backbones)")
     return parser.parse_args()
 
 
@@ -56,10 +54,10 @@ def main():
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.time()
-    seed_everything(args.seed)
-    clip_model = dpl.load_clip("dpl-demo")
-    splits = demo_splits(args.shots, args.seed, args.shift)
-    train, val, test = as_datasets(splits)
+    dpl.seed_everything(args.seed)
+    clip_model = dpl.load_clip(args.backbone)
+    splits = dpl.demo.demo_splits(args.shots, args.seed, args.shift)
+    train, val, test = dpl.demo.as_datasets(splits)
     classnames = splits.classnames
     test_loader = DataLoader(test, batch_size=256)
     print(f"Task: Fashion-MNIST shifted by '{splits.shift}', {args.shots} shots x {len(classnames)} classes, "
@@ -67,15 +65,16 @@ def main():
 
     spec = dpl.BackboneSpec.of(clip_model)
     zero_shot = dpl.build_prompted_clip(clip_model, classnames, dpl.PromptConfig.zeros(spec.text_layers, spec.vision_layers))
-    print(f"Zero-shot accuracy: {evaluate(zero_shot, test_loader, progress=False):.1f}%")
+    print(f"Zero-shot accuracy: {dpl.evaluate(zero_shot, test_loader, progress=False):.1f}%")
 
     # Stage 1: search prompt lengths (0..6 tokens) per layer and branch; alpha learns on `val`.
-    seed_everything(args.seed)  # the search starts from the same state whatever ran before it
-    result = search_prompt_lengths(
-        clip_model, classnames, DataLoader(train, batch_size=4, shuffle=True),
-        DataLoader(val, batch_size=16, shuffle=True), design=args.design, candidates=range(7),
-        settings=dpl.SearchSettings(epochs=args.search_epochs, alpha_lr=args.alpha_lr, preset=args.preset),
-        lr=args.lr, output_dir=args.output, text_init="normal:0.02", vision_init="normal:0.02",
+    dpl.seed_everything(args.seed)  # the search starts from the same state whatever ran before it
+    settings = dpl.SearchSettings(epochs=args.search_epochs, lr=args.lr, alpha_lr=args.alpha_lr, preset=args.preset,
+                                  text_init="normal:0.02", vision_init="normal:0.02")
+    result = dpl.search_prompt_lengths(
+        clip_model, classnames, DataLoader(train, batch_size=settings.batch_size, shuffle=True),
+        DataLoader(val, batch_size=settings.val_batch_size, shuffle=True), design=args.design,
+        settings=settings, output_dir=args.output,
         provenance={"task": f"fashion-mnist/{splits.shift}", "shots": args.shots, "seed": args.seed})
     config = result.config
     print(f"\nSearched configuration ({args.output}/searched_config.yaml):")
@@ -85,11 +84,11 @@ def main():
           f"{dpl.search.confidence_summary(result.history).message}")
 
     # Stage 2: train the searched lengths (prefix insertion, as searched).
-    seed_everything(args.seed)
+    dpl.seed_everything(args.seed)
     model = dpl.build_prompted_clip(clip_model, classnames, config, text_init="template")
-    train_prompts(model, DataLoader(train, batch_size=4, shuffle=True),
-                  TrainSettings(epochs=args.train_epochs, lr=args.lr), progress=True)
-    accuracy = evaluate(model, test_loader, progress=False)
+    dpl.train_prompts(model, DataLoader(train, batch_size=4, shuffle=True),
+                      dpl.TrainSettings(epochs=args.train_epochs, lr=args.lr), progress=True)
+    accuracy = dpl.evaluate(model, test_loader, progress=False)
     learned = sum(p.numel() for p in model.learnable_parameters())
     print(f"\nDPL ({args.design}) test accuracy: {accuracy:.1f}% with {learned:,} learned parameters "
           f"({time.time() - start:.0f} s in all, {torch.get_num_threads()} CPU threads)")

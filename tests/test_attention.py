@@ -8,6 +8,7 @@ import torch
 import dpl_plugin.prompting.attention as attention
 from dpl_plugin.prompting.attention import (CandidateMixture, mixture_attention, prefix_attention,
                                             reference_mixture_attention)
+from dpl_plugin.backbones.blocks import as_projections
 from dpl_plugin.runtime.memory import SavedActivations
 
 CANDIDATES = [0, 1, 2, 4, 6]
@@ -29,10 +30,13 @@ def mixture_inputs(width, dtype, seed=0, length=9, batch=3):
     return h, tokens, logits, upstream
 
 
-def output_and_grads(fn, attn, h, tokens, logits, upstream, mask):
+def output_and_grads(fn, attn, h, tokens, logits, upstream, mask, autocast=None):
+    """The output (under ``autocast``: a dtype, or None) and the gradients (outside it, as a training
+    step takes them)."""
     h, tokens, logits = (t.clone().requires_grad_() for t in (h, tokens, logits))
-    mixture = CandidateMixture(tokens, torch.tensor(CANDIDATES), torch.softmax(logits, 0))
-    out = fn(attn, h, mixture, mask)
+    with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+        mixture = CandidateMixture(tokens, torch.tensor(CANDIDATES), torch.softmax(logits, 0))
+        out = fn(attn, h, mixture, mask)
     grads = torch.autograd.grad((out * upstream).sum(), (h, tokens, logits))
     return (out.detach(), *grads)
 
@@ -136,3 +140,32 @@ def test_fused_attention_is_twice_differentiable():
     q, k, v = (torch.randn(1, 2, 5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
     mask = causal(5, torch.float64)
     assert torch.autograd.gradgradcheck(lambda *qkv: attention._AttentionWithLSE.apply(*qkv, mask, 0.5), (q, k, v))
+
+
+@pytest.mark.parametrize("cpu_kernel", [True, False], ids=["cpu-kernel", "other-devices-path"])
+def test_amp_scores_do_not_overflow_with_large_queries_and_keys(tiny_clip, monkeypatch, cpu_kernel):
+    """``PREC amp`` as CPU autocast in fp16. Queries and keys of the text branch scaled up so that
+    unscaled ``|q.k|`` reaches ~1e5 (fp16 ends at 65504) while the scaled scores stay ~1e4: the
+    single pass stays finite, forward and backward, and agrees with one fp16 attention per
+    candidate (the gradients of both are ~5e-2 from float64's: fp16 rounding of such scores)."""
+    attn = copy.deepcopy(tiny_clip.transformer.resblocks[1].attn)
+    with torch.no_grad():
+        attn.in_proj_weight[: 2 * attn.embed_dim] *= 30.0
+    h, tokens, logits, upstream = mixture_inputs(attn.embed_dim, torch.float32)
+    mask = causal(h.shape[1])
+    if not cpu_kernel:
+        monkeypatch.setattr(attention, "_CPU_FUSED", None)
+        monkeypatch.setattr(attention, "_CPU_FUSED_BACKWARD", None)
+    with torch.no_grad():
+        q, k, _ = attention._project_qkv(as_projections(attn), h)
+        assert (q @ k.transpose(-1, -2)).abs().max() > 65504
+    fast = output_and_grads(mixture_attention, attn, h, tokens, logits, upstream, mask, torch.float16)
+    per_candidate = output_and_grads(reference_mixture_attention, attn, h, tokens, logits, upstream, mask,
+                                     torch.float16)
+    exact = output_and_grads(reference_mixture_attention, copy.deepcopy(attn).double(), h.double(),
+                             tokens.double(), logits.double(), upstream.double(), mask.double())
+    assert fast[0].dtype == torch.float16
+    for name, a, b in zip(("output", "input grad", "prompt grad", "alpha grad"), fast, per_candidate):
+        assert torch.isfinite(a).all(), name
+        assert_exact(a.double(), b.double(), 1e-2, name)  # the two fp16 computations
+    assert_exact(fast[0].double(), exact[0], 5e-3, "output against float64")

@@ -1,13 +1,15 @@
 import gzip
 import hashlib
 import io
+from typing import Tuple
 
 import pytest
 import torch
 
 from dpl_plugin import BackboneSpec, CorruptWeightsError, WeightsNotFoundError, load_clip
 from dpl_plugin.backbones.clip_package import clip_model_module
-from dpl_plugin.backbones.openai_clip import resolve_weights
+from dpl_plugin.backbones.openai_clip import UntrustedWeightsError, resolve_weights
+from dpl_plugin.errors import ArgumentTypeError
 
 from conftest import make_clip
 
@@ -48,8 +50,58 @@ def test_torchscript_archive_and_gzip_load_like_state_dicts(tmp_path, images):
     with gzip.open(gz_path, "wb") as f:
         f.write(sd_path.read_bytes())
     expected = _logits(load_clip(str(sd_path)), images, tokens)
-    torch.testing.assert_close(_logits(load_clip(str(jit_path)), images, tokens), expected)
+    with pytest.raises(UntrustedWeightsError, match="jit.pt is a TorchScript archive.*trust_torchscript=True"):
+        load_clip(str(jit_path))  # not one of clip's published files: TorchScript only by choice
+    torch.testing.assert_close(_logits(load_clip(str(jit_path), trust_torchscript=True), images, tokens), expected)
     torch.testing.assert_close(_logits(load_clip(str(gz_path)), images, tokens), expected)
+
+
+class _RunsCodeWhenLoaded(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.x = 1
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[int, bool]:
+        return (self.x, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[int, bool]) -> None:
+        print("CODE RAN DURING THE LOAD")
+        self.x = state[0]
+        self.training = state[1]
+
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_a_torchscript_archive_with_code_is_refused_before_it_runs(tmp_path, capfd):
+    path = tmp_path / "weights.pt"
+    torch.jit.save(torch.jit.script(_RunsCodeWhenLoaded()), str(path))
+    torch.jit.load(str(path))
+    assert "CODE RAN DURING THE LOAD" in capfd.readouterr().out  # what torch.jit.load does with it
+    with pytest.raises(UntrustedWeightsError, match="weights.pt is a TorchScript archive, and loading one runs"):
+        load_clip(str(path))
+    assert "CODE RAN" not in capfd.readouterr().out
+
+
+def test_a_weights_file_with_flipped_bytes_is_refused_by_its_zip_crc(tmp_path):
+    path = tmp_path / "flipped.pt"
+    torch.save(make_clip().state_dict(), path)
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 2000] = bytes(b ^ 0xFF for b in raw[middle:middle + 2000])  # in place: same size
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptWeightsError, match=r"flipped.pt is corrupt: its record '.*' fails the zip archive's "
+                                                  r"CRC check"):
+        load_clip(str(path))
+
+
+@pytest.mark.parametrize("value", [None, 3, ["ViT-B/16"]])
+def test_load_clip_names_a_wrong_argument(value):
+    with pytest.raises(ArgumentTypeError, match="load_clip's name_or_path must be a str or PathLike"):
+        load_clip(value)
 
 
 def test_missing_named_weights_offline_name_the_expected_cache_file(tmp_path, monkeypatch):
@@ -144,9 +196,16 @@ def test_a_file_corrupted_in_place_is_reported_with_the_tensor(tmp_path):
     path.write_bytes(bytes(raw))
     damaged = _non_finite_tensors(path)
     assert len(damaged) == 1  # torch reads the damaged file without complaint
+    with pytest.raises(CorruptWeightsError, match=r"tiny\.pt is corrupt: its record .* fails the zip archive's CRC"):
+        load_clip(str(path))  # the zip's own CRCs find it first
+    # Records intact but values not finite (damaged before it was saved): the tensor check names it.
+    state = make_clip().state_dict()
+    state[damaged[0]].view(-1)[:1024] = float("nan")
+    saved_nan = tmp_path / "saved_nan.pt"
+    torch.save(state, saved_nan)
     with pytest.raises(CorruptWeightsError) as err:
-        load_clip(str(path))
-    assert f"{path}: tensor '{damaged[0]}' holds 1024 NaN or infinite values (of " in str(err.value)
+        load_clip(str(saved_nan))
+    assert f"{saved_nan}: tensor '{damaged[0]}' holds 1024 NaN or infinite values (of " in str(err.value)
 
 
 @pytest.mark.parametrize("key, rows, message", [

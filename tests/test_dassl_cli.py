@@ -22,6 +22,19 @@ def workspace(tmp_path_factory):
     return Workspace(tmp_path_factory.mktemp("dassl_cli"))
 
 
+def _as_if_trained_with_nan_inputs(output_dir):
+    """Record NAN_INPUTS in the checkpoint's train definition, so that the run resumes it (a run with
+    other settings than its checkpoint's is refused) and meets the NaN in its next epoch."""
+    import torch
+
+    from dpl_plugin.engine.checkpoint import save_checkpoint
+
+    path = os.path.join(output_dir, "prompt_learner", "model.pth.tar-1")
+    state = torch.load(path, weights_only=True)
+    state["definition"][NAN_INPUTS[0]] = [1e-45, 1e-45, 1e-45]
+    save_checkpoint(state, path)
+
+
 @pytest.fixture(scope="module")
 def runs(workspace):
     ws = workspace
@@ -42,6 +55,7 @@ def runs(workspace):
     second = {}
     for name in ("other_config", "nan_after_resume"):  # each on its own copy of the trained run's folder
         shutil.copytree(trained.output_dir, os.path.join(ws.root, "output", name))
+    _as_if_trained_with_nan_inputs(os.path.join(ws.root, "output", "nan_after_resume"))
     second["other_config"] = ws.run("other_config", *BASELINE[:2], "TRAINER.MAPLE.PROMPT_DEPTH", "1")
     second["nan_after_resume"] = ws.run("nan_after_resume", *BASELINE, *NAN_INPUTS, "OPTIM.MAX_EPOCH", "2")
     run_all(second.values())
@@ -108,8 +122,11 @@ def test_nan_after_resuming_names_the_checkpoint_that_exists_and_keeps_it(runs):
     checkpoint = run.path("prompt_learner", "model.pth.tar-1")
     assert f"at epoch 2, batch 1. Nothing was written for this epoch; the latest training checkpoint, {checkpoint}, " \
            f"is intact." in message
-    with open(checkpoint, "rb") as a, open(trained.path("prompt_learner", "model.pth.tar-1"), "rb") as b:
-        assert a.read() == b.read()
+    import torch
+
+    resumed, original = (torch.load(path, weights_only=True) for path in
+                         (checkpoint, trained.path("prompt_learner", "model.pth.tar-1")))
+    assert all(torch.equal(resumed["state_dict"][k], v) for k, v in original["state_dict"].items())  # intact
     assert not os.path.exists(run.path("prompt_learner", "model.pth.tar-2"))
 
 
@@ -126,7 +143,7 @@ def test_resuming_with_another_prompt_configuration_is_refused_and_loses_nothing
 def test_ctrl_c_exits_130_and_the_same_command_resumes(workspace):
     command = workspace.run("interrupted", "TRAINER.DPL.MODE", "search", "TRAINER.DPL.SEARCH.EPOCHS", "3",
                             PYTHONUNBUFFERED="1")
-    interrupted = command.interrupt_after("search 2/3 |")  # epoch 1's checkpoint was written before epoch 2
+    interrupted = command.interrupt_after("epoch [2/3] train loss")  # epoch 1's checkpoint was written before epoch 2
     message = interrupted.failed_with_one_line(code=130)
     assert "Interrupted" in message and "run the same command again to resume" in message
     assert os.path.isfile(interrupted.path("search", "search_checkpoint.pth"))

@@ -42,7 +42,9 @@ def test_extend_cfg_adds_every_key_with_the_recipe_defaults():
     assert tuple(s.ALPHA_BETAS) == (0.5, 0.999) and s.ALPHA_WEIGHT_DECAY == 0.0 and not s.SECOND_ORDER
     assert dpl.TRAIN.INIT == "normal:0.02" and dpl.TEXT_CHECKPOINT is False
     assert cfg.TRAINER.MAPLE.PROMPT_DEPTH == 9 and cfg.TRAINER.COOP.N_CTX == 16
-    assert cfg.TRAINER.IVLP.N_CTX_TEXT == 2 and cfg.TRAINER.VPT.PROMPT_DEPTH_VISION == 1
+    # The baselines' published designs (MaPLe's configs): VPT-deep 8 tokens in all 12 layers, IVLP 2 + 2 in all 12.
+    assert cfg.TRAINER.IVLP.N_CTX_TEXT == 2 and cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT == 12
+    assert (cfg.TRAINER.VPT.N_CTX_VISION, cfg.TRAINER.VPT.PROMPT_DEPTH_VISION) == (8, 12)
     assert cfg.DATASET.SUBSAMPLE_CLASSES == "all"
     # Command-line overrides reach the new keys (yacs rejects unknown ones).
     cfg.merge_from_list(["TRAINER.DPL.CANDIDATES", "(0, 2, 4, 6)", "TRAINER.DPL.SEARCH.EPOCHS", "3"])
@@ -76,6 +78,7 @@ def test_extend_cfg_keeps_a_forks_own_nodes_and_is_idempotent():
     (["TRAINER.DPL.SEARCH.EPOCHS", "0"], r"SEARCH.EPOCHS must be at least 1, got 0: .*untrained alpha"),
     (["TRAINER.DPL.MODE", "search", "TRAINER.DPL.SEARCH.EPOCHS", "-1"], "SEARCH.EPOCHS must be at least 1"),
     (["TRAINER.DPL.CANDIDATES", "(0, 1.5, 3)"], r"CANDIDATES must be whole numbers of tokens, got \[0, 1.5, 3\]"),
+    (["TRAINER.DPL.SEARCH.OBJECTIVE", "kgcoop"], r"SEARCH: OBJECTIVE must be one of \['method', 'cross_entropy'\]"),
 ])
 def test_invalid_settings_are_rejected_with_the_key_named(opts, message):
     with pytest.raises(ValueError, match=message):
@@ -122,6 +125,9 @@ def _trainer_class(name):
     ("DPL_VPT", "vit_b16_c2_ep5_batch4_4", [0] * 12, [8] * 12, False),
     ("DPL_CoOp", "vit_b16_ep50", [16] + [0] * 11, [0] * 12, False),
     ("DPL_CoOp", "vit_b16_ctxv1", [4] + [0] * 11, [0] * 12, False),  # CoOp: one token per CTX_INIT word
+    ("DPL_KgCoOp", "vit_b16_ep100_ctxv1", [4] + [0] * 11, [0] * 12, False),
+    ("DPL_PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx", [4] * 9 + [0] * 3, [4] * 9 + [0] * 3, False),
+    ("DPL_PromptSRC", "vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets", [4] * 3 + [0] * 9, [4] * 3 + [0] * 9, False),
 ])
 def test_baseline_configs_give_the_published_hand_designs(trainer, config, text, vision, coupled):
     cfg = dpl_cfg(os.path.join(REPO, "configs", "trainers", trainer, config + ".yaml"))
@@ -130,6 +136,45 @@ def test_baseline_configs_give_the_published_hand_designs(trainer, config, text,
     kwargs, ctx_init = cls.baseline_settings(None, cfg)
     hand = get_design(cls.design_name).baseline_config(VIT_B16, **kwargs)
     assert (hand.text, hand.vision, hand.coupled, hand.insertion) == (text, vision, coupled, "native")
+
+
+@pytest.mark.parametrize("trainer", ["DPL_CoOp", "DPL_VPT", "DPL_IVLP", "DPL_MaPLe"])
+def test_baseline_mode_without_a_config_file_is_the_designs_published_baseline(trainer):
+    cls = _trainer_class(trainer)
+    kwargs, _ = cls.baseline_settings(None, dpl_cfg())
+    design = get_design(cls.design_name)
+    assert design.baseline_config(VIT_B16, **kwargs) == design.baseline_config(VIT_B16)
+
+
+def test_kgcoop_fork_config_reads_as_kgcoops_hand_design():
+    """A KgCoOp fork's CoOp node: CTX_INIT is a bool there (True means "a photo of a", 4 tokens)."""
+    cfg = get_cfg_default()
+    cfg.TRAINER.COOP = CN({"N_CTX": 16, "CSC": False, "CTX_INIT": True, "W": 8.0, "PREC": "fp16",
+                           "CLASS_TOKEN_POSITION": "end"})
+    extend_cfg(cfg)
+    cls = _trainer_class("DPL_KgCoOp")
+    assert cls.baseline_settings(None, cfg) == ({"n_ctx": 4}, "a photo of a")
+    cfg.TRAINER.COOP.CTX_INIT = False
+    assert cls.baseline_settings(None, cfg) == ({"n_ctx": 16}, "")
+    objective = cls.build_objective(None, cfg)
+    assert (objective.weight, objective.template) == (8.0, "a photo of a {}.")
+
+
+@pytest.mark.parametrize("choice, searched_with", [("method", "kgcoop"), ("cross_entropy", "cross_entropy")])
+def test_search_objective_option_chooses_the_search_loss_and_enters_its_definition(choice, searched_with):
+    from types import SimpleNamespace
+
+    from dpl_plugin.dassl.run_definitions import search_definition
+    from dpl_plugin.dassl.trainer import DPLTrainer
+    from dpl_plugin.engine.objectives import KgCoOp
+
+    cfg = dpl_cfg(opts=["TRAINER.DPL.SEARCH.OBJECTIVE", choice])
+    objective = DPLTrainer._search_objective(SimpleNamespace(cfg=cfg, objective=KgCoOp(weight=8.0)))
+    assert objective.name == searched_with
+    definition = search_definition(cfg, "fp32", objective)
+    assert definition.get("objective.name") == ("kgcoop" if choice == "method" else None)
+    assert definition.get("objective.weight") == (8.0 if choice == "method" else None)
+    assert "TRAINER.DPL.SEARCH.OBJECTIVE" not in definition  # said by the objective.* entries
 
 
 def test_optimizer_covers_only_the_given_parameters_and_schedules_as_dassl():

@@ -1,5 +1,6 @@
 """The CoOp datasets registered in Dassl, built from small folders written in CoOp's layout."""
 
+import json
 import os
 import pickle
 import random
@@ -103,11 +104,12 @@ def test_fewshot_counts_and_cache_written_then_reused(tmp_path):
     assert per_class(ds.train_x) == {c: 8 for c in range(3)}
     assert per_class(ds.val) == {c: 4 for c in range(3)}  # min(shots, 4)
     assert per_class(ds.test) == {c: 6 for c in range(3)}  # never few-shot sampled
-    cache = tmp_path / "caltech-101" / "split_fewshot" / "shot_8-seed_2.pkl"
-    with open(cache, "rb") as f:
-        data = pickle.load(f)
-    assert sorted(data) == ["train", "val"] and all(isinstance(d, Datum) for d in data["train"] + data["val"])
-    assert as_tuples(data["train"]) == as_tuples(ds.train_x) and as_tuples(data["val"]) == as_tuples(ds.val)
+    cache = tmp_path / "caltech-101" / "split_fewshot" / "shot_8-seed_2.json"
+    with open(cache) as f:
+        data = json.load(f)  # data only: [path, label, classname, domain] rows
+    assert sorted(data) == ["train", "val"]
+    assert [tuple(r[:3]) for r in data["train"]] == as_tuples(ds.train_x)
+    assert [tuple(r[:3]) for r in data["val"]] == as_tuples(ds.val)
 
     random.seed(123)  # another random state: the split must come from the cache, not be resampled
     again = build(tmp_path, "Caltech101", shots=8, seed=2)
@@ -115,19 +117,52 @@ def test_fewshot_counts_and_cache_written_then_reused(tmp_path):
 
     one = build(tmp_path, "Caltech101", shots=1, seed=2)
     assert per_class(one.train_x) == per_class(one.val) == {c: 1 for c in range(3)}
-    assert (tmp_path / "caltech-101" / "split_fewshot" / "shot_1-seed_2.pkl").is_file()
+    assert (tmp_path / "caltech-101" / "split_fewshot" / "shot_1-seed_2.json").is_file()
 
 
-def test_existing_coop_cache_is_used_as_is(tmp_path):
-    """A cache made elsewhere (e.g. by CoOp) is read, not regenerated: here a hand-made one."""
+class _RunsCode:
+    """Unpickling this runs code: it writes a file (a crafted cache could do anything)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_coop_pickle_cache_is_never_loaded_and_can_be_converted_by_choice(tmp_path, capsys):
     write_caltech101(tmp_path, num_classes=2, images_per_class=10)
     full = build(tmp_path, "Caltech101")
     chosen = {"train": [full.train_x[4], full.train_x[7]], "val": [full.val[0], full.val[3]]}
-    os.makedirs(tmp_path / "caltech-101" / "split_fewshot")
-    with open(tmp_path / "caltech-101" / "split_fewshot" / "shot_1-seed_5.pkl", "wb") as f:
+    folder = tmp_path / "caltech-101" / "split_fewshot"
+    os.makedirs(folder)
+    marker = tmp_path / "code_ran"
+    with open(folder / "shot_1-seed_5.pkl", "wb") as f:
+        pickle.dump({**chosen, "payload": _RunsCode(marker)}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    random.seed(5)  # as train.py seeds it
+    ds = build(tmp_path, "Caltech101", shots=1, seed=5)
+    assert not marker.exists()  # the pickle was not loaded
+    assert "Not reading " + str(folder / "shot_1-seed_5.pkl") in capsys.readouterr().out
+    random.seed(5)  # the split is sampled as CoOp samples it
+    assert as_tuples(ds.train_x) == as_tuples(full.generate_fewshot_dataset(full.train_x, num_shots=1))
+    os.remove(folder / "shot_1-seed_5.json")
+    with open(folder / "shot_1-seed_5.pkl", "wb") as f:  # a trusted CoOp cache, converted by choice
         pickle.dump(chosen, f, protocol=pickle.HIGHEST_PROTOCOL)
+    subprocess.run([sys.executable, "-m", "dpl_plugin.dassl.datasets.trust_pickle_cache",
+                    str(folder / "shot_1-seed_5.pkl")], check=True, cwd=REPO, capture_output=True)
     ds = build(tmp_path, "Caltech101", shots=1, seed=5)
     assert as_tuples(ds.train_x) == as_tuples(chosen["train"]) and as_tuples(ds.val) == as_tuples(chosen["val"])
+
+
+@pytest.mark.parametrize("content", [b"", b'{"train": [["/x.jpg", 0, "a", 0]', b"\x80\x04garbage"])
+def test_a_truncated_or_garbage_cache_names_the_file(tmp_path, content):
+    write_caltech101(tmp_path, num_classes=2, images_per_class=10)
+    folder = tmp_path / "caltech-101" / "split_fewshot"
+    os.makedirs(folder)
+    (folder / "shot_1-seed_1.json").write_bytes(content)
+    with pytest.raises(DatasetLayoutError, match=r"the cache .*shot_1-seed_1\.json is truncated or not a dpl-plugin "
+                                                 r"cache .*delete it to rebuild it"):
+        build(tmp_path, "Caltech101", shots=1, seed=1)
 
 
 def test_fewshot_sampling_equals_dassl_given_the_seed(tmp_path):
@@ -148,7 +183,7 @@ def test_stale_cache_is_reported(tmp_path):
     write_caltech101(tmp_path / "old")
     build(tmp_path / "old", "Caltech101", shots=2, seed=1)
     os.rename(tmp_path / "old", tmp_path / "new")
-    with pytest.raises(DatasetLayoutError, match=r"shot_2-seed_1\.pkl lists .*/old/caltech-101/.*Delete the cache"):
+    with pytest.raises(DatasetLayoutError, match=r"shot_2-seed_1\.json lists .*/old/caltech-101/.*Delete the cache"):
         build(tmp_path / "new", "Caltech101", shots=2, seed=1)
 
 
@@ -189,14 +224,14 @@ def test_imagenet_classnames_txt_and_val_is_test(tmp_path):
     assert ds.classnames == names == shipped_classnames("imagenet")[:4]  # "great white shark": spaces kept
     assert per_class(ds.train_x) == {c: 4 for c in range(4)} and per_class(ds.test) == {c: 2 for c in range(4)}
     assert ds.val is ds.test  # CoOp: the ILSVRC val set is both test and val
-    assert (tmp_path / "imagenet" / "preprocessed.pkl").is_file()
+    assert (tmp_path / "imagenet" / "preprocessed.json").is_file()
 
 
 def test_imagenet_fewshot_cache_holds_train_only_and_preprocessed_is_reused(tmp_path):
     write_imagenet(tmp_path, num_classes=4, train_per_class=4)
     ds = build(tmp_path, "ImageNet", shots=2, subsample="base")
-    with open(tmp_path / "imagenet" / "split_fewshot" / "shot_2-seed_1.pkl", "rb") as f:
-        assert sorted(pickle.load(f)) == ["train"]
+    with open(tmp_path / "imagenet" / "split_fewshot" / "shot_2-seed_1.json") as f:
+        assert sorted(json.load(f)) == ["train"]
     assert ds.classnames == shipped_classnames("imagenet")[:2] and per_class(ds.train_x) == {0: 2, 1: 2}
     assert per_class(ds.test) == {0: 2, 1: 2}
     # validation: other training images (never test images), min(shots, 4) per class, reproducible
@@ -205,10 +240,10 @@ def test_imagenet_fewshot_cache_holds_train_only_and_preprocessed_is_reused(tmp_
     assert val_paths.isdisjoint(d.impath for d in ds.train_x) and val_paths.isdisjoint(d.impath for d in ds.test)
     assert all("/images/train/" in p for p in val_paths)
     assert as_tuples(build(tmp_path, "ImageNet", shots=2, subsample="base").val) == as_tuples(ds.val)
-    # the folder scan is cached in preprocessed.pkl: a new class folder is not seen until it is deleted
+    # the folder scan is cached in preprocessed.json: a new class folder is not seen until it is deleted
     write_imagenet(tmp_path, num_classes=5, classnames_txt=False)
     assert build(tmp_path, "ImageNet").num_classes == 4
-    os.remove(tmp_path / "imagenet" / "preprocessed.pkl")
+    os.remove(tmp_path / "imagenet" / "preprocessed.json")
     assert build(tmp_path, "ImageNet").num_classes == 5
 
 
@@ -315,14 +350,14 @@ def test_register_skips_names_already_registered():
     assert "Caltech101" not in added and sorted(added) == sorted(set(DATASET_NAMES) - {"Caltech101"})
     assert registry.get("Caltech101") is Caltech101
     assert register_datasets(registry) == []  # idempotent, no KeyError
-    assert set(DATASET_NAMES) <= set(DATASET_REGISTRY.registered_names()) and len(DATASET_NAMES) == 16  # 15 + Demo
+    assert set(DATASET_NAMES) <= set(DATASET_REGISTRY.registered_names()) and len(DATASET_NAMES) == 17  # 15 + Demo + ImageFolder
 
 
 def test_dataset_configs_name_registered_datasets():
     folder = os.path.join(REPO, "configs", "datasets")
     expected = {"imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "imagenetv2", "imagenet_sketch", "imagenet_a",
-                "imagenet_r", "demo"}
+                "imagenet_r", "demo", "image_folder"}
     assert {f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")} == expected
     names = set()
     for fname in expected:

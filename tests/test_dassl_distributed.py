@@ -11,14 +11,14 @@ pytest.importorskip("dassl", reason="Dassl (KaiyangZhou/Dassl.pytorch, not on Py
 
 import torch  # noqa: E402
 
-from test_dassl_trainers import REPO, Run, Workspace  # noqa: E402
+from train_runs import REPO, Run, Workspace  # noqa: E402
 
 CORRECT = re.compile(r"^\* correct: ([\d,]+)", re.MULTILINE)
 
 
 def test_torchrun_searches_trains_and_evaluates_like_one_process(tmp_path):
     ws = Workspace(tmp_path)
-    plain = ws.run("DPL_MaPLe", "two_processes")
+    plain = ws.run("two_processes")
     two = Run(["torch.distributed.run", "--standalone", "--nproc_per_node", "2", os.path.join(REPO, "train.py"),
                *plain.args], plain.output_dir, ws.root, "-m")()
     log = two.ok()
@@ -29,7 +29,6 @@ def test_torchrun_searches_trains_and_evaluates_like_one_process(tmp_path):
     state = torch.load(two.path("prompt_learner", "model.pth.tar-1"), weights_only=True)
     assert isinstance(state["rng"], list) and len(state["rng"]) == 2  # every rank's random state
 
-    one = ws.run("DPL_MaPLe", "one_process_eval", flags=("--eval-only", "--model-dir", two.output_dir,
-                                                         "--load-epoch", "1"))()
+    one = ws.run("one_process_eval", flags=("--eval-only", "--model-dir", two.output_dir, "--load-epoch", "1"))()
     assert CORRECT.findall(one.ok())[-1] == CORRECT.findall(log)[-1]
     assert one.accuracy == two.accuracy

@@ -225,9 +225,10 @@ def test_progress_in_a_log_is_one_line_per_epoch(runs):
     """Output to a pipe (as to a log file): no progress bar, the epoch's line instead, also in log.txt."""
     run = runs["search"]
     assert "\r" not in run.log and "it/s" not in run.log
-    line = re.search(r"^search 1/1 \| train \d+\.\d{3} val \d+\.\d{3} \| \d+:\d\d:\d\d, ETA 0:00:00$", run.stdout,
+    line = re.search(r"^epoch \[1/1\] train loss \d+\.\d{4} .* \| \d+:\d\d:\d\d, ETA 0:00:00$", run.stdout,
                      re.MULTILINE)
     assert line, run.stdout[-3000:]
+    assert len(re.findall(r"^(search|epoch)\b.*\b1/1\b", run.stdout, re.MULTILINE)) == 1  # one line for the epoch
     with open(run.path("log.txt")) as f:
         assert line.group(0) in f.read().splitlines()
 

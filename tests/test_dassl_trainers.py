@@ -17,9 +17,7 @@ import io
 import os
 import re
 import shutil
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -27,170 +25,48 @@ pytest.importorskip("dassl", reason="Dassl (KaiyangZhou/Dassl.pytorch, not on Py
 
 import torch  # noqa: E402
 
-from conftest import make_clip  # noqa: E402
-from dassl_data import write_caltech101  # noqa: E402
-from train_runs import run_all  # noqa: E402
+from train_runs import TINY_OPTS, ScriptRun, Workspace, run_all  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINERS = ["DPL_CoOp", "DPL_VPT", "DPL_IVLP", "DPL_MaPLe"]
 TEXT = {"DPL_CoOp": "custom", "DPL_VPT": "ensemble", "DPL_IVLP": "ensemble", "DPL_MaPLe": "default"}
 
-TINY_CONFIG = """\
-DATALOADER:
-  TRAIN_X:
-    BATCH_SIZE: 4
-  TEST:
-    BATCH_SIZE: 16
-  NUM_WORKERS: 0
-INPUT:
-  SIZE: (32, 32)
-  INTERPOLATION: "bicubic"
-  PIXEL_MEAN: [0.48145466, 0.4578275, 0.40821073]
-  PIXEL_STD: [0.26862954, 0.26130258, 0.27577711]
-  TRANSFORMS: ["random_resized_crop", "random_flip", "normalize"]
-OPTIM:
-  NAME: "sgd"
-  LR: 0.0035
-  MAX_EPOCH: 1
-  LR_SCHEDULER: "cosine"
-  WARMUP_EPOCH: 1
-  WARMUP_TYPE: "constant"
-  WARMUP_CONS_LR: 1e-5
-TRAIN:
-  PRINT_FREQ: 20
-  CHECKPOINT_FREQ: 1
-MODEL:
-  BACKBONE:
-    NAME: "{clip}"
-TRAINER:
-  DPL:
-    SEARCH:
-      EPOCHS: 1
-      VAL_BATCH_SIZE: 4
-      PLOT: False
-"""
-
-ACCURACY = re.compile(r"^\* accuracy: ([\d.]+)%", re.MULTILINE)
-
-
-class Run:
-    """One ``train.py`` process: its command, output folder and combined stdout/stderr."""
-
-    def __init__(self, args, output_dir, cwd, script):
-        self.args, self.output_dir, self.cwd, self.script = args, output_dir, cwd, script
-        self.log, self.returncode = "", None
-
-    def __call__(self):
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=REPO,
-                   PYTHONWARNINGS="ignore", CUDA_VISIBLE_DEVICES="")
-        start = time.time()
-        proc = subprocess.run([sys.executable, self.script] + self.args, cwd=self.cwd, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
-        self.log, self.returncode, self.seconds = proc.stdout, proc.returncode, time.time() - start
-        return self
-
-    def ok(self) -> str:
-        assert self.returncode == 0, f"train.py failed ({' '.join(self.args)}):\n{self.log[-4000:]}"
-        return self.log
-
-    @property
-    def accuracy(self) -> float:
-        found = ACCURACY.findall(self.ok())
-        assert found, f"no '* accuracy: X%' line in the output:\n{self.log[-3000:]}"
-        return float(found[-1])
-
-    def path(self, *parts):
-        return os.path.join(self.output_dir, *parts)
-
-
-class ScriptRun(Run):
-    """One ``bash scripts/...`` invocation, configured through the scripts' environment variables."""
-
-    def __init__(self, ws, script, *args, trainer="DPL_CoOp"):
-        super().__init__(list(args), os.path.join(ws.root, "script_output"), ws.root, script)
-        opts = (f"MODEL.BACKBONE.NAME {ws.clip} INPUT.SIZE (32,32) DATALOADER.NUM_WORKERS 0 "
-                "DATALOADER.TEST.BATCH_SIZE 16 OPTIM.MAX_EPOCH 1 TRAINER.DPL.SEARCH.EPOCHS 1 "
-                "TRAINER.DPL.SEARCH.VAL_BATCH_SIZE 4 TRAINER.DPL.SEARCH.PLOT False")
-        self.env = {"DPL_DATA": ws.data, "DPL_TRAINER": trainer, "DPL_OUTPUT": self.output_dir, "DPL_SEEDS": "1",
-                    "DPL_PYTHON": sys.executable, "DPL_OPTS": opts}
-
-    def __call__(self):
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=REPO, PYTHONWARNINGS="ignore",
-                   CUDA_VISIBLE_DEVICES="", **self.env)
-        start = time.time()
-        proc = subprocess.run(["bash", os.path.join(REPO, "scripts", self.script)] + self.args, cwd=self.cwd,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
-        self.log, self.returncode, self.seconds = proc.stdout, proc.returncode, time.time() - start
-        return self
-
-
-class Workspace:
-    def __init__(self, root):
-        self.root = str(root)
-        self.clip = os.path.join(self.root, "tiny_clip.pt")
-        torch.save(make_clip().state_dict(), self.clip)
-        self.data = os.path.join(self.root, "data")
-        self.classnames = write_caltech101(self.data, num_classes=4, images_per_class=10)
-        self.config = os.path.join(self.root, "tiny.yaml")
-        with open(self.config, "w") as f:
-            f.write(TINY_CONFIG.format(clip=self.clip))
-        self._cache_fewshot_split()
-
-    def _cache_fewshot_split(self, shots=4, seed=1):
-        """Write the few-shot cache once, before runs start in parallel: the readers' cache writes
-        are not atomic, and concurrent first runs would race on the same file."""
-        import random
-
-        from dassl.config import get_cfg_default
-        from dassl.data.datasets import DATASET_REGISTRY
-
-        from dpl_plugin.dassl import extend_cfg
-        from dpl_plugin.dassl.datasets import register_datasets
-
-        register_datasets()
-        cfg = extend_cfg(get_cfg_default())
-        cfg.DATASET.ROOT, cfg.DATASET.NAME, cfg.DATASET.NUM_SHOTS, cfg.SEED = self.data, "Caltech101", shots, seed
-        random.seed(seed)
-        DATASET_REGISTRY.get("Caltech101")(cfg)
-
-    def run(self, trainer, name, *opts, flags=(), script=None, cwd=None):
-        """``train.py`` for ``trainer`` writing to ``output/<name>``; ``opts`` are trailing KEY VALUE pairs."""
-        output_dir = os.path.join(self.root, "output", name)
-        args = ["--root", self.data, "--seed", "1", "--trainer", trainer,
-                "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "caltech101.yaml"),
-                "--config-file", self.config, "--output-dir", output_dir, *flags, "DATASET.NUM_SHOTS", "4", *opts]
-        return Run(args, output_dir, cwd or self.root, script or os.path.join(REPO, "train.py"))
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    return Workspace(tmp_path_factory.mktemp("dassl_trainers"))
+    ws = Workspace(tmp_path_factory.mktemp("dassl_trainers"))
+    ws.cache_fewshot_split()
+    return ws
 
 
 @pytest.fixture(scope="module")
 def runs(workspace):
     ws = workspace
     r = {"ws": ws}
+
+    def run(trainer, name, *opts, **kwargs):  # the trainer's recipe with the tiny overrides, fixed text
+        config = os.path.join(REPO, "configs", "trainers", trainer, "vit_b16.yaml")
+        return ws.run(name, "TRAINER.DPL.TEXT", "default", *opts, trainer=trainer, config=config, **kwargs)
+
     text = {t: ["TRAINER.DPL.TEXT", TEXT[t]] for t in TRAINERS}
-    first = {f"A/{t}": ws.run(t, t, *text[t]) for t in TRAINERS}
-    first["uninterrupted"] = ws.run("DPL_IVLP", "ivlp_uninterrupted", *text["DPL_IVLP"], "OPTIM.MAX_EPOCH", "2")
-    first["search_only"] = ws.run("DPL_MaPLe", "search_only", "TRAINER.DPL.MODE", "search",
-                                  "TRAINER.DPL.SEARCH.PLOT", "True")
-    first["baseline"] = ws.run("DPL_MaPLe", "baseline", "TRAINER.DPL.MODE", "baseline",
-                               "TRAINER.MAPLE.PROMPT_DEPTH", "2", "TRAINER.DPL.PREC", "fp16")
+    first = {f"A/{t}": run(t, t, *text[t]) for t in TRAINERS}
+    first["uninterrupted"] = run("DPL_IVLP", "ivlp_uninterrupted", *text["DPL_IVLP"], "OPTIM.MAX_EPOCH", "2")
+    first["search_only"] = run("DPL_MaPLe", "search_only", "TRAINER.DPL.MODE", "search",
+                               "TRAINER.DPL.SEARCH.PLOT", "True")
+    first["baseline"] = run("DPL_MaPLe", "baseline", "TRAINER.DPL.MODE", "baseline",
+                            "TRAINER.MAPLE.PROMPT_DEPTH", "2", "TRAINER.DPL.PREC", "fp16")
     first["base2new"] = ScriptRun(ws, "base2new.sh", "caltech101")
     run_all(first.values())
     r.update(first)
 
     searched = first["search_only"].path("search", "searched_config.yaml")
-    second = {f"B/{t}": ws.run(t, t, *text[t], "OPTIM.MAX_EPOCH", "2") for t in TRAINERS}
-    second["train_native"] = ws.run("DPL_MaPLe", "train_native", "TRAINER.DPL.MODE", "train",
-                                    "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.INSERTION", "native",
-                                    "TEST.FINAL_MODEL", "best_val")
-    second["search_resumed"] = ws.run("DPL_MaPLe", "search_resumed", "TRAINER.DPL.SEARCH.EPOCHS", "2")
-    second["init_searched"] = ws.run("DPL_MaPLe", "init_searched", "TRAINER.DPL.MODE", "train",
-                                     "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.TRAIN.INIT", "searched",
-                                     "OPTIM.WARMUP_CONS_LR", "1e-9", "TEST.NO_TEST", "True")
+    second = {f"B/{t}": run(t, t, *text[t], "OPTIM.MAX_EPOCH", "2") for t in TRAINERS}
+    second["train_native"] = run("DPL_MaPLe", "train_native", "TRAINER.DPL.MODE", "train",
+                                 "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.INSERTION", "native",
+                                 "TEST.FINAL_MODEL", "best_val")
+    second["search_resumed"] = run("DPL_MaPLe", "search_resumed", "TRAINER.DPL.SEARCH.EPOCHS", "2")
+    second["init_searched"] = run("DPL_MaPLe", "init_searched", "TRAINER.DPL.MODE", "train",
+                                  "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.TRAIN.INIT", "searched",
+                                  "OPTIM.WARMUP_CONS_LR", "1e-9", "TEST.NO_TEST", "True")
     shutil.copytree(first["search_only"].path("search"), second["search_resumed"].path("search"))
     second["base2new_again"] = ScriptRun(ws, "base2new.sh", "caltech101")
     run_all(second.values())
@@ -199,8 +75,8 @@ def runs(workspace):
     third = {}
     for t in TRAINERS:
         load_epoch = ["--load-epoch", "2"] if t in ("DPL_IVLP", "DPL_MaPLe") else []  # else: the latest
-        third[f"C/{t}"] = ws.run(t, t + "_eval", *text[t],
-                                 flags=["--eval-only", "--model-dir", r[f"B/{t}"].output_dir, *load_epoch])
+        third[f"C/{t}"] = run(t, t + "_eval", *text[t],
+                              flags=["--eval-only", "--model-dir", r[f"B/{t}"].output_dir, *load_epoch])
     run_all(third.values())
     r.update(third)
     return r
@@ -353,9 +229,11 @@ def _trainer_in_process(ws, tmp_path, *opts):
     from dpl_plugin.dassl.datasets import register_datasets
     register_datasets()
     args = script.build_parser().parse_args(
-        ["--root", ws.data, "--trainer", "DPL_MaPLe", "--config-file", ws.config, "--output-dir", str(tmp_path),
+        ["--root", ws.data, "--trainer", "DPL_MaPLe", "--output-dir", str(tmp_path),
+         "--config-file", os.path.join(REPO, "configs", "trainers", "DPL_MaPLe", "vit_b16.yaml"),
          "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "caltech101.yaml"),
-         "DATASET.NUM_SHOTS", "4", "DATALOADER.NUM_WORKERS", "0", "USE_CUDA", "False", *opts])
+         "DATASET.NUM_SHOTS", "4", "MODEL.BACKBONE.NAME", ws.clip, *TINY_OPTS, "TRAINER.DPL.TEXT", "default",
+         "USE_CUDA", "False", *opts])
     return build_trainer(script.setup_cfg(args))
 
 

@@ -1,6 +1,7 @@
 """Two processes (gloo on the CPU, spawned here) against one: the same search, training and
 evaluation on the same global batches, the class prompts split across the processes, files from
-rank 0 only, a non-finite loss on one rank stopping both, and a resumed two-process search."""
+rank 0 only, a non-finite loss on one rank stopping both, a resumed two-process search, one Gumbel
+sample shared by the processes, and a validation accuracy that counts no padded image."""
 
 import os
 import socket
@@ -17,7 +18,7 @@ from dpl_plugin.runtime import sharded_data
 from dpl_plugin.engine.optim import build_lr_scheduler, build_sgd
 from dpl_plugin.search import BilevelSearch, SearchSettings, build_supernet
 from dpl_plugin.search.bilevel import CHECKPOINT_FILE, CyclingIterator
-from dpl_plugin.errors import NonFiniteLossError
+from dpl_plugin.errors import NonFiniteLossError, OptionError
 from dpl_plugin.engine.training import TrainSettings, evaluate, train_prompts
 
 WORLD = 2
@@ -57,6 +58,38 @@ def _search(clip, output_dir, epochs=2, interrupt_at=None):
     return search, result, encoded
 
 
+def _gumbel_search(clip):
+    """A Gumbel search as the Dassl trainer runs one: the supernet built under one seed on every
+    process, then each process reseeded with its own (for its augmentations). Returns the mixture
+    weights of every forward pass and the final alpha."""
+    torch.manual_seed(0)
+    model = build_supernet(clip, CLASSNAMES, candidates=(0, 1, 3))
+    weights = []
+    model.prompt_learner.register_forward_hook(lambda module, args, out: weights.append(
+        torch.stack([m.weights.detach().clone() for m in out.text + out.vision if m is not None])))
+    optimizer = build_sgd(model.prompt_learner.prompt_parameters(), lr=0.05)
+    train = sharded_data.loader(_data(8, 0), batch_size=4, seed=3)
+    val = sharded_data.loader(_data(4, 1), batch_size=2, seed=4)
+    torch.manual_seed(distributed.rank_seed(11))
+    search = BilevelSearch(model, train, val, optimizer, settings=SearchSettings(epochs=1, gumbel=True, plot=False))
+    search.run()
+    return torch.stack(weights), search.learner.alpha.state_dict()
+
+
+def _odd_validation_accuracy(clip):
+    """The supernet's end-of-search accuracy on 5 validation images (uneven over 2 processes). Alpha
+    rests (a learning rate that rounds to a zero step in float32, since 0 is refused as no search: the
+    padded alpha steps change nothing), so the one- and two-process supernets are the same, and so
+    must their accuracy be."""
+    torch.manual_seed(0)
+    model = build_supernet(clip, CLASSNAMES, candidates=(0, 1, 3))
+    optimizer = build_sgd(model.prompt_learner.prompt_parameters(), lr=0.05)
+    train = sharded_data.loader(_data(8, 0), batch_size=4, seed=3)
+    val = sharded_data.loader(_data(5, 12), batch_size=2, seed=4)
+    settings = SearchSettings(epochs=1, alpha_lr=1e-300, plot=False)
+    return BilevelSearch(model, train, val, optimizer, settings=settings).run().val_accuracy
+
+
 def _scenario(clip_path, out_dir, resume_dir):
     """What both runs compute; only the number of processes differs."""
     clip = load_clip(clip_path)
@@ -71,6 +104,9 @@ def _scenario(clip_path, out_dir, resume_dir):
         _search(load_clip(clip_path), resume_dir, interrupt_at=(1, 1))
     resumed, _, _ = _search(load_clip(clip_path), resume_dir)  # fresh objects, as in a new process
 
+    gumbel_weights, gumbel_alpha = _gumbel_search(load_clip(clip_path))
+    odd_accuracy = _odd_validation_accuracy(load_clip(clip_path))
+
     inf = _data(8, 8)
     inf.tensors[0][1::2] = float("inf")  # rank 1's images (unshuffled: rank r takes r, r + 2, ...)
     try:
@@ -82,7 +118,8 @@ def _scenario(clip_path, out_dir, resume_dir):
     return {"alpha": search.learner.alpha.state_dict(), "search_prompts": search.learner.state_dict(),
             "config": result.config.to_dict(), "history": result.history.tables, "encoded": encoded,
             "trained": model.prompt_learner.state_dict(), "accuracy": accuracy,
-            "resumed": resumed.learner.state_dict(), "stopped": stopped}
+            "resumed": resumed.learner.state_dict(), "stopped": stopped, "gumbel_weights": gumbel_weights,
+            "gumbel_alpha": gumbel_alpha, "odd_accuracy": odd_accuracy}
 
 
 def _worker(rank, port, clip_path, root):
@@ -171,6 +208,25 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank(runs):
     assert "training loss is nan" in ranks[1]["stopped"] or "training loss is inf" in ranks[1]["stopped"]
 
 
+def test_gumbel_samples_one_architecture_on_every_process(runs):
+    """Each process seeded with its own seed after the supernet is built: every forward pass of
+    both processes mixes with the same sample, the one-process run's."""
+    reference, ranks, _ = runs
+    samples = reference["gumbel_weights"]
+    assert len(samples) > 2 and not torch.allclose(samples[0], samples[1])  # a new sample each pass
+    for result in ranks:
+        torch.testing.assert_close(result["gumbel_weights"], samples, rtol=1e-5, atol=1e-6)
+        _close(result["gumbel_alpha"], reference["gumbel_alpha"])
+
+
+def test_validation_accuracy_counts_every_image_once(runs):
+    """5 validation images over 2 processes (a distributed sampler pads them to 6): the one-process
+    accuracy, which must be neither 0 nor 100 % for padding to be able to show."""
+    reference, ranks, _ = runs
+    assert 0 < reference["odd_accuracy"] < 100
+    assert [result["odd_accuracy"] for result in ranks] == [reference["odd_accuracy"]] * WORLD
+
+
 # -- in one process ---------------------------------------------------------------------------------
 def test_shards_cover_every_item_once_and_differ_by_at_most_one():
     for n in (2, 5, 1000):
@@ -185,8 +241,17 @@ def test_shards_cover_every_item_once_and_differ_by_at_most_one():
 def test_global_batch_sizes_must_split_evenly(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     assert sharded_data.per_process_batch(6) == 2
-    with pytest.raises(ValueError, match="batch size 4 is global .* into 3 equal shares: use a multiple of 3"):
+    with pytest.raises(OptionError, match="batch size 4 is global .* into 3 equal shares. On 3 processes use a "
+                                          r"multiple of 3 \(6, 9, 12, ...; .* or keep 4 and start 1, 2 or 4 processes"):
         sharded_data.per_process_batch(4)
+
+
+def test_the_recipe_batches_refused_on_8_gpus_name_what_works(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 8)
+    assert sharded_data.per_process_batch(16, "TRAINER.DPL.SEARCH.VAL_BATCH_SIZE") == 2
+    with pytest.raises(OptionError, match=r"TRAINER.DPL.SEARCH.BATCH_SIZE 4 is global .* use a multiple of 8 "
+                                          r"\(8, 16, 24, ...; .* or keep 4 and start 1, 2 or 4 processes"):
+        sharded_data.per_process_batch(4, "TRAINER.DPL.SEARCH.BATCH_SIZE")
 
 
 def test_more_processes_than_classes_is_a_clear_error(monkeypatch):

@@ -1,5 +1,6 @@
 """The bi-level loop: which loss reaches which parameters, resuming, errors, and what it writes."""
 
+import copy
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from dpl_plugin.engine.optim import build_lr_scheduler, build_sgd
 from dpl_plugin.errors import NonFiniteLossError
 from dpl_plugin.search import (CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, BilevelSearch,
                                SearchSettings, SearchStateMismatchError, build_supernet)
+from dpl_plugin.search.architect import apply_gradients
 from dpl_plugin.search.bilevel import CyclingIterator
 
 C = len(CLASSNAMES)
@@ -24,14 +26,14 @@ def loaders(n_train=12, n_val=6, seed=0, batch=4):
     return DataLoader(train, batch_size=batch, shuffle=True), DataLoader(val, batch_size=2, shuffle=True)
 
 
-def make_search(clip_model, output_dir=None, epochs=2, seed=0, candidates=(0, 1, 3), **settings):
+def make_search(clip_model, output_dir=None, epochs=2, seed=0, candidates=(0, 1, 3), device=None, **settings):
     torch.manual_seed(seed)
     model = build_supernet(clip_model, CLASSNAMES, candidates=candidates)
     optimizer = build_sgd(model.prompt_learner.prompt_parameters(), lr=0.05)
     scheduler = build_lr_scheduler(optimizer, epochs, warmup_epoch=1, warmup_lr=1e-3)
     train, val = loaders()
     settings = SearchSettings(epochs=epochs, **{"plot": False, **settings})
-    return BilevelSearch(model, train, val, optimizer, scheduler, settings, output_dir)
+    return BilevelSearch(model, train, val, optimizer, scheduler, settings, output_dir, device)
 
 
 def test_alpha_learns_from_validation_only_and_prompts_from_training_only(tiny_clip):
@@ -48,7 +50,7 @@ def test_alpha_learns_from_validation_only_and_prompts_from_training_only(tiny_c
 
         optimizer.step = step
 
-    spy(search.alpha_optimizer, "alpha")
+    spy(search.architect.optimizer, "alpha")
     spy(search.prompt_optimizer, "prompts")
     val_batch, train_batch = (torch.randn(2, 3, 32, 32), torch.tensor([1, 3])), (torch.randn(4, 3, 32, 32), torch.arange(4))
 
@@ -56,20 +58,20 @@ def test_alpha_learns_from_validation_only_and_prompts_from_training_only(tiny_c
         loss = torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
         return torch.autograd.grad(loss, params, allow_unused=True)
 
-    want_alpha = expected(val_batch, search.arch_params)
-    search._alpha_step(val_batch, train_batch)
+    want_alpha = expected(val_batch, search.architect.arch_params)
+    search.architect.step(val_batch, train_batch)
     want_prompts = expected(train_batch, search.prompt_params)  # after alpha moved, as in the loop
     loss, _, _ = search._loss(train_batch, "training")
-    search._apply(loss, search.prompt_params, search.prompt_optimizer)
+    apply_gradients(loss, search.prompt_params, search.prompt_optimizer, search.scaler)
 
     (name_a, grads_a), (name_p, grads_p) = seen
     assert name_a == "alpha" and name_p == "prompts"
-    for p, g in zip(search.arch_params, want_alpha):
+    for p, g in zip(search.architect.arch_params, want_alpha):
         torch.testing.assert_close(grads_a[id(p)], g)
     assert all(grads_a[id(p)] is None for p in search.prompt_params)
     for p, g in zip(search.prompt_params, want_prompts):
         torch.testing.assert_close(grads_p[id(p)], g)
-    assert all(grads_p[id(p)] is None for p in search.arch_params)
+    assert all(grads_p[id(p)] is None for p in search.architect.arch_params)
     assert all(p.grad is None for p in tiny_clip.parameters())
 
 
@@ -118,6 +120,25 @@ def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_p
     assert resumed_result.history.tables == result.history.tables
     assert resumed_result.config == result.config
     assert resumed_result.samples == result.samples
+
+
+def test_a_search_on_another_device_resumes_with_its_random_states_on_the_cpu(tiny_clip, tiny_clip_path, tmp_path):
+    """The search's device is ``meta`` (standing in for ``cuda:N``: tensors there have no CPU data).
+    Its checkpoint, of a finished search, is resumed; nothing is left to run but the final
+    evaluation, which runs where the model is (the CPU)."""
+    from dpl_plugin import load_clip
+
+    finished = make_search(tiny_clip, str(tmp_path), epochs=1)
+    result = finished.run()
+    rng_after = torch.get_rng_state()
+    torch.manual_seed(7)
+    resumed = make_search(load_clip(tiny_clip_path), str(tmp_path), epochs=1, seed=5, device=torch.device("meta"))
+    resumed_result = resumed.run()
+    assert resumed.epoch == 1
+    for (name, a), (_, b) in zip(finished.learner.state_dict().items(), resumed.learner.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert resumed_result.val_accuracy == result.val_accuracy
+    assert torch.equal(torch.get_rng_state(), rng_after)  # the saved random state, restored
 
 
 def test_outputs_are_written_and_read_back(tiny_clip, tmp_path):
@@ -183,7 +204,7 @@ def test_prompt_optimizer_must_not_hold_alpha(tiny_clip):
 
 def test_early_stop_once_every_layer_is_stable(tiny_clip, tmp_path):
     search = make_search(tiny_clip, str(tmp_path), epochs=20, early_stop_patience=2)
-    search.alpha_optimizer.param_groups[0]["lr"] = 0.0  # choices cannot change: stable from epoch 1
+    search.architect.optimizer.param_groups[0]["lr"] = 0.0  # choices cannot change: stable from epoch 1
     result = search.run()
     assert result.epochs_run == 2 and result.history.epochs == 2
 
@@ -191,7 +212,7 @@ def test_early_stop_once_every_layer_is_stable(tiny_clip, tmp_path):
 @pytest.mark.parametrize("peak, epochs_run", [(3.0, 1), (0.0, 3)], ids=["decided", "undecided"])
 def test_early_stop_once_every_layer_has_decided(tiny_clip, peak, epochs_run):
     search = make_search(tiny_clip, epochs=3, early_stop_confidence=0.6)
-    search.alpha_optimizer.param_groups[0]["lr"] = 0.0  # alpha stays where it is put
+    search.architect.optimizer.param_groups[0]["lr"] = 0.0  # alpha stays where it is put
     with torch.no_grad():  # peak 3 over 3 candidates: top probability 0.91; peak 0: 1/3, undecided
         for table in search.learner.alpha.tables.values():
             table.zero_()[:, 1] = peak
@@ -217,7 +238,7 @@ def test_second_order_step_matches_exact_hypergradient(tiny_clip):
     g = torch.Generator().manual_seed(5)
     val = (torch.randn(2, 3, 32, 32, generator=g), torch.tensor([0, 4]))
     train = (torch.randn(4, 3, 32, 32, generator=g), torch.arange(4))
-    model, params, arch = search.model, search.prompt_params, search.arch_params
+    model, params, arch = search.model, search.prompt_params, search.architect.arch_params
     ce = torch.nn.functional.cross_entropy
 
     # exact: d/d alpha of L_val(w - xi * grad_w L_train(w, alpha), alpha)
@@ -232,14 +253,49 @@ def test_second_order_step_matches_exact_hypergradient(tiny_clip):
     exact = torch.autograd.grad(ce(model.logit_scale.exp() * vision @ text.t(), val[1]), arch)
 
     captured = {}
-    step = search.alpha_optimizer.step
-    search.alpha_optimizer.step = lambda: captured.update({id(a): a.grad.clone() for a in arch}) or step()
-    search._alpha_step(val, train)
+    step = search.architect.optimizer.step
+    search.architect.optimizer.step = lambda: captured.update({id(a): a.grad.clone() for a in arch}) or step()
+    search.architect.step(val, train)
     first_order = torch.autograd.grad(ce(model(val[0]), val[1]), arch)
     for a, e, f in zip(arch, exact, first_order):
         assert (captured[id(a)] - e).norm() / e.norm() < 1e-4  # finite differences: ~1e-7 measured
         assert (f - e).norm() / e.norm() > 1e-3  # ... and the second-order term is really there
     assert all(torch.equal(p, s) for p, s in zip(params, saved))  # prompts restored exactly
+
+
+def test_second_order_unrolls_to_the_prompt_optimizers_next_step(tiny_clip):
+    """The unrolled prompts are where the prompt optimizer's next SGD step takes them: momentum
+    buffer, weight decay and all (DARTS's _compute_unrolled_model), not a plain gradient step."""
+    search = make_search(tiny_clip, epochs=1, second_order=True)
+    g = torch.Generator().manual_seed(5)
+    val = (torch.randn(2, 3, 32, 32, generator=g), torch.tensor([0, 4]))
+    train = (torch.randn(4, 3, 32, 32, generator=g), torch.arange(4))
+    params, optimizer = search.prompt_params, search.prompt_optimizer
+    for batch in (train, val):  # two real steps: a non-empty momentum buffer
+        loss, _, _ = search._loss(batch, "training")
+        apply_gradients(loss, params, optimizer, search.scaler)
+    assert all(optimizer.state[p]["momentum_buffer"].abs().sum() > 0 for p in params if p.requires_grad)
+    saved, state = [p.detach().clone() for p in params], copy.deepcopy(optimizer.state_dict())
+    loss, _, _ = search._loss(train, "training")
+    apply_gradients(loss, params, optimizer, search.scaler)
+    next_step = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, w in zip(params, saved):
+            p.copy_(w)
+    optimizer.load_state_dict(state)
+
+    seen = {}
+    real_loss = search._loss
+
+    def recording(batch, phase):
+        seen.setdefault(phase, [p.detach().clone() for p in params])
+        return real_loss(batch, phase)
+
+    search._loss = recording
+    search.architect.step(val, train)
+    for unrolled, expected in zip(seen["validation (alpha step)"], next_step):
+        torch.testing.assert_close(unrolled, expected)
+    assert all(torch.equal(p, w) for p, w in zip(params, saved))  # prompts restored exactly
 
 
 def test_search_puts_prompts_where_the_task_needs_them(tiny_clip):

@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from conftest import CLASSNAMES
-from dpl_plugin import BackboneSpec, PromptConfig, build_prompted_clip
-from dpl_plugin.prompting.initialization import context_embeddings
+from dpl_plugin import BackboneSpec, PromptConfig, PromptConfigError, build_prompted_clip
+from dpl_plugin.prompting.initialization import context_embeddings, inherit_prompts
 from dpl_plugin.search import PRESETS, AlphaHistory, SearchSettings, build_supernet, confidence_summary, derive_config
 from dpl_plugin.search.discretize import choose
-from dpl_plugin.search.inherit import inherit_prompts
 from dpl_plugin.search.settings import temperature_at, yacs_defaults
 from test_search_loop import make_search
 
@@ -38,11 +37,11 @@ def test_explicit_values_win_over_the_preset():
     (dict(epochs=4, warmup_epochs=4), r"WARMUP_EPOCHS must be in \[0, EPOCHS\)"),
     (dict(temperature=(1.0, 0.0)), "TEMPERATURE must be two positive numbers"),
     (dict(token_cost=-1.0), "TOKEN_COST and TOKEN_BUDGET must be >= 0"),
-    (dict(warmup_epochs=1.5), "WARMUP_EPOCHS must be an integer"),
-    (dict(gumbel="yes"), "GUMBEL must be True or False"),
+    (dict(warmup_epochs=1.5), r"\(WARMUP_EPOCHS\) must be a whole number or None, got float 1.5"),
+    (dict(gumbel="yes"), r"\(GUMBEL\) must be True or False or None, got str 'yes'"),
 ])
 def test_bad_settings_are_refused_with_the_key(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):  # a value out of range, or of the wrong type
         SearchSettings(**kwargs).resolved()
 
 
@@ -80,6 +79,24 @@ def test_mixture_weights_follow_temperature_and_gumbel(tiny_clip):
     torch.testing.assert_close(alpha.mixture_weights()["text"], expected)
 
 
+def test_gumbel_samples_follow_the_seed_the_supernet_was_built_under(tiny_clip):
+    """Reseeding torch afterwards (each process its own seed) changes no sample, and sampling draws
+    nothing from torch's generator: processes that built the supernet alike sample alike."""
+    samples, states = [], []
+    for later_seed in (1, 2):
+        torch.manual_seed(0)
+        learner = build_supernet(tiny_clip, CLASSNAMES, candidates=(0, 1, 3)).prompt_learner.train()
+        learner.alpha.gumbel = True
+        torch.manual_seed(later_seed)
+        before = torch.get_rng_state()
+        samples.append([learner.alpha.mixture_weights()["text"] for _ in range(3)])
+        states.append(torch.equal(before, torch.get_rng_state()))
+    assert states == [True, True]
+    for a, b in zip(*samples):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(samples[0][0], samples[0][1])
+
+
 def test_a_coupled_table_draws_one_gumbel_sample_for_both_branches(tiny_clip):
     learner = build_supernet(tiny_clip, CLASSNAMES, candidates=(0, 1, 3), coupled=True).prompt_learner.train()
     learner.alpha.gumbel = True
@@ -103,8 +120,8 @@ def test_warm_up_leaves_alpha_untouched_during_its_epochs(tiny_clip):
     initial = {k: t.detach().clone() for k, t in search.learner.alpha.tables.items()}
     prompts = [p.detach().clone() for p in search.prompt_params]
     steps = []
-    original = search.alpha_optimizer.step
-    search.alpha_optimizer.step = lambda *a, **k: (steps.append(search.epoch), original(*a, **k))[1]
+    original = search.architect.optimizer.step
+    search.architect.optimizer.step = lambda *a, **k: (steps.append(search.epoch), original(*a, **k))[1]
     result = search.run()
     assert steps and min(steps) == 2  # alpha moved in the third epoch only
     for key, table in initial.items():
@@ -180,6 +197,22 @@ def test_inherited_prompts_reproduce_the_supernet_at_its_choice(tiny_clip, image
         torch.testing.assert_close(model(images), supernet(images), rtol=1e-5, atol=1e-4)
 
 
+def test_searched_initialisation_inherits_from_the_supernet_or_is_refused(tiny_clip, images):
+    learner = build_supernet(tiny_clip, CLASSNAMES, candidates=(0, 1, 3), coupled=True).prompt_learner
+    config = derive_config(learner)
+    with pytest.raises(PromptConfigError, match="needs|pass supernet="):
+        build_prompted_clip(tiny_clip, CLASSNAMES, config, text_init="searched", vision_init="searched")
+    with pytest.raises(PromptConfigError, match="set both text_init and vision_init"):
+        build_prompted_clip(tiny_clip, CLASSNAMES, config, text_init="searched", supernet=learner)
+    model = build_prompted_clip(tiny_clip, CLASSNAMES, config, text_init="searched", vision_init="searched",
+                                supernet=learner)
+    for layer, n in enumerate(config.text):
+        if n:
+            inherited = model.prompt_learner.text[str(layer)]
+            torch.testing.assert_close(inherited, learner.candidate_prompt("text", layer, n))
+            torch.testing.assert_close(model.prompt_learner.maps[str(layer)].weight, learner.maps[str(layer)].weight)
+
+
 def test_template_initialisation_starts_layer_zero_from_the_context_words(tiny_clip):
     spec = BackboneSpec.of(tiny_clip)
     words = context_embeddings(tiny_clip, "a photo of a", 3)
@@ -231,9 +264,9 @@ def test_alpha_noise_perturbs_the_prompt_step_within_eps_and_restores_alpha(tiny
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(select="best"), "SELECT must be one of argmax, perturbation, sampled"),
+    (dict(select="best"), r"SELECT must be one of \['argmax', 'perturbation', 'sampled'\], got 'best'"),
     (dict(select_samples=0), "SELECT_SAMPLES must be a positive integer"),
-    (dict(select_from="prior"), "SELECT_FROM must be one of alpha, space"),
+    (dict(select_from="prior"), r"SELECT_FROM must be one of \['alpha', 'space'\], got 'prior'"),
     (dict(alpha_noise=-0.1), "ALPHA_NOISE must be a number >= 0"),
     (dict(early_stop_confidence=1.5), "EARLY_STOP_CONFIDENCE is a probability"),
 ])

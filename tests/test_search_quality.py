@@ -33,8 +33,8 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     report = run(tiny_clip, tmp_path, log)
     summary = report["summaries"][0]
     rows = report["runs"]["ivlp"]["1"]["rows"]
-    inherited = ["searched (paper), init searched (prefix)"] if sq.INHERITANCE else []
-    form = SETTINGS.insertion if sq.TEMPLATE_ANY_FORM else "native"
+    inherited = ["searched (paper), init searched (prefix)"]
+    form = SETTINGS.insertion
     equal = ["hand design @ DPL cost", "random 1 @ DPL cost", "random 2 @ DPL cost", "all-max @ DPL cost"]
     assert list(rows) == ["zero-shot", "hand design", "searched (paper)", "searched (paper), init random (native)",
                           f"searched (paper), init template ({form})", *inherited, "random 1", "random 2", "all-max",
@@ -147,7 +147,7 @@ def test_template_initialisation_applies_where_the_input_length_allows():
                                                                                "random"]
     assert sq.effective_init(config(5), "searched") == "searched"
     prefix = sq.effective_init(config(2, "prefix"), "template")
-    assert prefix == ("template" if sq.TEMPLATE_ANY_FORM else "random")
+    assert prefix == "template"
 
 
 def test_quick_mode_sets_a_small_budget_unless_told_otherwise():

@@ -8,6 +8,7 @@ its exit code. Runs are real processes: exit codes, tracebacks and warnings are 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,9 @@ TINY_OPTS = ("INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "DATALOADE
              "TRAINER.DPL.SEARCH.VAL_BATCH_SIZE", "4", "TRAINER.DPL.SEARCH.PLOT", "False")
 
 
+ACCURACY = re.compile(r"^\* accuracy: ([\d.]+)%", re.MULTILINE)
+
+
 def process_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "DPL_DEBUG")}  # a plain shell's
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", **extra)
@@ -41,6 +45,8 @@ def process_env(**extra) -> dict:
 class Run:
     """One ``python SCRIPT ARGS`` process in ``cwd``: ``log`` (stdout and stderr), ``stdout``, ``stderr``
     and ``returncode`` once called."""
+
+    timeout = 600  # seconds
 
     def __init__(self, args: Sequence[str], output_dir: str, cwd: str = REPO, script: str = TRAIN_PY, **env):
         self.args, self.output_dir, self.cwd, self.script, self.env = list(args), output_dir, cwd, script, env
@@ -53,7 +59,7 @@ class Run:
 
     def __call__(self) -> "Run":
         proc = subprocess.run(self.command, cwd=self.cwd, env=process_env(**self.env), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=600)
+                              stderr=subprocess.PIPE, text=True, timeout=self.timeout)
         self.stdout, self.stderr, self.returncode = proc.stdout, proc.stderr, proc.returncode
         return self
 
@@ -83,6 +89,13 @@ class Run:
         assert self.returncode == 0, f"{' '.join(self.args)} failed:\n{self.log[-4000:]}"
         return self.stdout
 
+    @property
+    def accuracy(self) -> float:
+        """The final test accuracy Dassl printed (``* accuracy: X%``)."""
+        found = ACCURACY.findall(self.ok())
+        assert found, f"no '* accuracy: X%' line in the output:\n{self.log[-3000:]}"
+        return float(found[-1])
+
     def failed(self, code: int = 1) -> str:
         """The message a failed run ends with (all of its stderr), after checking the exit code and
         that no traceback was printed."""
@@ -99,6 +112,24 @@ class Run:
         return os.path.join(self.output_dir, *parts)
 
 
+class ScriptRun(Run):
+    """One ``bash scripts/SCRIPT ARGS`` invocation on a workspace, configured through the scripts'
+    environment variables, with the same tiny overrides."""
+
+    timeout = 900  # base2new.sh: two train.py runs
+
+    def __init__(self, ws: "Workspace", script: str, *args: str, trainer: str = "DPL_CoOp"):
+        output_dir = os.path.join(ws.root, "script_output")
+        opts = " ".join(["MODEL.BACKBONE.NAME", ws.clip] + [v.replace(" ", "") for v in TINY_OPTS])  # split on spaces
+        super().__init__(list(args), output_dir, DPL_DATA=ws.data, DPL_TRAINER=trainer, DPL_OUTPUT=output_dir,
+                         DPL_SEEDS="1", DPL_PYTHON=sys.executable, DPL_OPTS=opts)
+        self.script = os.path.join(REPO, "scripts", script)
+
+    @property
+    def command(self) -> List[str]:
+        return ["bash", self.script] + self.args
+
+
 def run_all(runs):
     with ThreadPoolExecutor(WORKERS) as pool:
         return list(pool.map(lambda r: r(), runs))
@@ -113,6 +144,23 @@ class Workspace:
         torch.save(make_clip().state_dict(), self.clip)
         self.data = os.path.join(self.root, "data")
         self.classnames = write_caltech101(self.data, num_classes=4, images_per_class=10)
+
+    def cache_fewshot_split(self, shots: int = 4, seed: int = 1) -> None:
+        """Write the few-shot cache once, before runs start in parallel: the readers' cache writes
+        are not atomic, and concurrent first runs would race on the same file."""
+        import random
+
+        from dassl.config import get_cfg_default
+        from dassl.data.datasets import DATASET_REGISTRY
+
+        from dpl_plugin.dassl import extend_cfg
+        from dpl_plugin.dassl.datasets import register_datasets
+
+        register_datasets()
+        cfg = extend_cfg(get_cfg_default())
+        cfg.DATASET.ROOT, cfg.DATASET.NAME, cfg.DATASET.NUM_SHOTS, cfg.SEED = self.data, "Caltech101", shots, seed
+        random.seed(seed)
+        DATASET_REGISTRY.get("Caltech101")(cfg)
 
     def run(self, name: str, *opts: str, trainer: str = "DPL_MaPLe", flags: Sequence[str] = (),
             config: str = os.path.join(REPO, "configs", "trainers", "DPL_MaPLe", "vit_b16.yaml"),

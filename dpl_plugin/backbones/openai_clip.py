@@ -1,29 +1,30 @@
-"""Loading CLIP and describing its shapes.
+"""Loading openai ``clip`` models.
 
 Weights come from the installed ``clip`` package's model definitions: by name through clip's own
 cache (``~/.cache/clip``) and download, or from a local file holding either a TorchScript archive
 or a plain state dict (optionally gzip-compressed). Nothing about widths, depths or head counts is
-assumed: :class:`BackboneSpec` reads them off the loaded model.
+assumed: :class:`~.spec.BackboneSpec` reads them off the loaded model.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import socket
 import urllib.error
 import warnings
 import zlib
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
 
-from ..errors import DPLError
+from ..errors import DPLError, require_instance
+from ..runtime.safe_files import is_torchscript, zip_problem
 from .clip_package import clip_api, clip_model_module
-from .weights_check import checksum_problem, state_dict_problem
+from .interface import CorruptWeightsError, WeightsNotFoundError
+from .weights_check import checksum_problem, file_sha256, state_dict_problem, url_sha256
+from .weights_check import published_sha256
 
 DEFAULT_CACHE = os.path.expanduser("~/.cache/clip")
 # Weights shipped inside this package, usable offline by name (see dpl_plugin/demo).
@@ -33,77 +34,14 @@ PRECISIONS = ("fp32", "fp16", "amp")
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download gives up
 
 
-class WeightsNotFoundError(DPLError, FileNotFoundError):
-    """CLIP weights are neither on disk nor downloadable."""
-
-
-class CorruptWeightsError(DPLError, RuntimeError):
-    """A weights file exists but cannot be read as CLIP weights."""
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """The shapes that prompts depend on, read off a loaded CLIP model."""
-
-    name: str
-    text_layers: int
-    text_width: int
-    text_heads: int
-    context_length: int
-    embed_dim: int
-    vision_layers: int  # 0 for ResNet backbones: they have no transformer to prompt
-    vision_width: int
-    vision_heads: int
-    image_resolution: int
-
-    @property
-    def is_vit(self) -> bool:
-        return self.vision_layers > 0
-
-    def layers(self, branch: str) -> int:
-        return {"text": self.text_layers, "vision": self.vision_layers}[branch]
-
-    def width(self, branch: str) -> int:
-        return {"text": self.text_width, "vision": self.vision_width}[branch]
-
-    @classmethod
-    def of(cls, model: "clip_model_module.CLIP", name: str = "") -> "BackboneSpec":
-        text = model.transformer
-        visual = model.visual
-        is_vit = isinstance(visual, clip_model_module.VisionTransformer)
-        if is_vit:
-            vblock = visual.transformer.resblocks[0]
-            vision = (len(visual.transformer.resblocks), visual.transformer.width, vblock.attn.num_heads)
-            resolution = visual.input_resolution
-        else:
-            vision = (0, 0, 0)
-            resolution = visual.input_resolution
-        return cls(
-            name=name,
-            text_layers=len(text.resblocks),
-            text_width=text.width,
-            text_heads=text.resblocks[0].attn.num_heads,
-            context_length=model.context_length,
-            embed_dim=model.text_projection.shape[1],
-            vision_layers=vision[0],
-            vision_width=vision[1],
-            vision_heads=vision[2],
-            image_resolution=resolution,
-        )
+class UntrustedWeightsError(DPLError, ValueError):
+    """A TorchScript archive that is not one of clip's published models: loading it would run its code."""
 
 
 def _cache_path(name: str, download_root: Optional[str]) -> tuple[str, str, str]:
     url = clip_api._MODELS[name]
     root = download_root or DEFAULT_CACHE
-    return url, os.path.join(root, os.path.basename(url)), url.split("/")[-2]
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return url, os.path.join(root, os.path.basename(url)), url_sha256(url)
 
 
 def resolve_weights(name_or_path: str, download_root: Optional[str] = None) -> str:
@@ -127,7 +65,7 @@ def resolve_weights(name_or_path: str, download_root: Optional[str] = None) -> s
         )
     url, target, expected_sha = _cache_path(name_or_path, download_root)
     if os.path.isfile(target):
-        if _sha256(target) == expected_sha:
+        if file_sha256(target) == expected_sha:
             return target
         raise CorruptWeightsError(
             f"{target} exists but its SHA256 does not match clip's published checksum for "
@@ -145,7 +83,7 @@ def resolve_weights(name_or_path: str, download_root: Optional[str] = None) -> s
     try:
         return clip_api._download(url, os.path.dirname(target))
     except (urllib.error.URLError, OSError) as err:
-        if os.path.isfile(target) and _sha256(target) != expected_sha:
+        if os.path.isfile(target) and file_sha256(target) != expected_sha:
             os.remove(target)  # never leave a partial file that looks like a cached model
         raise WeightsNotFoundError(
             f"CLIP weights '{name_or_path}' are not in the cache and could not be downloaded "
@@ -156,7 +94,9 @@ def resolve_weights(name_or_path: str, download_root: Optional[str] = None) -> s
         socket.setdefaulttimeout(previous)
 
 
-def _read_state_dict(path: str, verify_checksum: bool = True) -> dict:
+def _read_state_dict(path: str, verify_checksum: bool = True, trust_torchscript: bool = False) -> dict:
+    """The state dict in ``path``. TorchScript (which runs code as it loads) only for a file whose
+    SHA-256 is clip's published one (``trust_torchscript``: any); everything else ``weights_only``."""
     with open(path, "rb") as f:
         raw = f.read()
     problem = checksum_problem(path, raw) if verify_checksum else None
@@ -168,20 +108,30 @@ def _read_state_dict(path: str, verify_checksum: bool = True) -> dict:
         except (OSError, EOFError, zlib.error) as err:
             raise CorruptWeightsError(f"{path} looks gzip-compressed but cannot be decompressed ({err}): "
                                       f"the file is truncated or corrupt; re-download or re-export it") from err
-    errors = []
-    try:
+    damaged = zip_problem(raw)
+    if damaged:
+        raise CorruptWeightsError(f"{path} is corrupt: {damaged} (damaged on disk or in transfer). Re-download or "
+                                  f"re-export it")
+    if is_torchscript(raw):
+        published = not verify_checksum or published_sha256(path) is not None  # then checked: clip's own file
+        if not (published or trust_torchscript):
+            raise UntrustedWeightsError(
+                f"{path} is a TorchScript archive, and loading one runs the code it holds; only clip's published "
+                f"models (verified by their SHA-256) are loaded as TorchScript. If you trust this file, pass "
+                f"load_clip(..., trust_torchscript=True), or convert it once to a state dict: "
+                f"torch.save(torch.jit.load(path).state_dict(), 'weights.pt')")
         with warnings.catch_warnings():  # OpenAI ships TorchScript archives; torch now frowns on them
             warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.load(io.BytesIO(raw), map_location="cpu").state_dict()
-    except Exception as err:  # not a TorchScript archive: try a plain state dict next
-        errors.append(f"as TorchScript: {err}")
+            try:
+                return torch.jit.load(io.BytesIO(raw), map_location="cpu").state_dict()
+            except Exception as err:
+                raise CorruptWeightsError(f"cannot read the TorchScript archive {path}: {err}. Re-download it") from err
     try:
         obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:
-        errors.append(f"as state dict: {err}")
         raise CorruptWeightsError(
             f"cannot read CLIP weights from {path}: the file is truncated, corrupt, or not a CLIP "
-            f"checkpoint. Re-download or re-export it. Details: {'; '.join(errors)}"
+            f"checkpoint. Re-download or re-export it. Details: {err}"
         ) from err
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
@@ -197,17 +147,24 @@ def load_clip(
     device: Union[str, torch.device] = "cpu",
     precision: str = "fp32",
     download_root: Optional[str] = None,
+    trust_torchscript: bool = False,
 ) -> "clip_model_module.CLIP":
     """Build a frozen, eval-mode CLIP from a model name or a local weights file.
 
     ``precision``: ``fp32`` (always on CPU), ``fp16`` (CLIP's half weights, GPU only) or ``amp``
     (fp32 weights, autocast at run time). fp16 on CPU falls back to fp32 with a warning.
+    TorchScript archives are loaded only for clip's published models (checksum verified) or with
+    ``trust_torchscript=True``: loading one runs the code it holds.
     """
+    require_instance(name_or_path, (str, os.PathLike), "load_clip's name_or_path",
+                     f"one of clip's model names {clip_api.available_models()} or the path of a weights file")
+    name_or_path = os.fspath(name_or_path)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
     device = torch.device(device)
     path = resolve_weights(name_or_path, download_root)
-    state_dict = _read_state_dict(path, verify_checksum=name_or_path not in clip_api._MODELS)  # else done
+    state_dict = _read_state_dict(path, verify_checksum=name_or_path not in clip_api._MODELS,  # else done
+                                  trust_torchscript=trust_torchscript)
     problem = state_dict_problem(state_dict, path)  # shapes and values, before build_model trusts them
     if problem:
         raise CorruptWeightsError(problem)

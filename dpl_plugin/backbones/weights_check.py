@@ -28,11 +28,25 @@ from .clip_package import clip_api, clip_model_module
 _NON_TENSOR_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
+def url_sha256(url: str) -> str:
+    """The SHA-256 clip publishes for a model: the second-to-last part of its download URL."""
+    return url.split("/")[-2]
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks (model files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def published_sha256(path: str) -> Optional[tuple]:
     """``(model name, SHA-256, URL)`` if ``path``'s file name is one of clip's models, else None."""
     for name, url in clip_api._MODELS.items():
         if os.path.basename(url) == os.path.basename(path):
-            return name, url.split("/")[-2], url
+            return name, url_sha256(url), url
     return None
 
 
@@ -85,6 +99,11 @@ def state_dict_problem(state_dict: Dict[str, torch.Tensor], path: str) -> Option
             f"{path} does not hold a complete CLIP ({_describe(architecture)}, read from the file): "
             f"{'; '.join(problems[:3])}{more}. The file is truncated, cut or not a CLIP checkpoint: re-download "
             f"or re-export it")
+    return nonfinite_problem(state_dict, path)
+
+
+def nonfinite_problem(state_dict: Dict[str, torch.Tensor], path: str) -> Optional[str]:
+    """Which tensor holds NaN or infinite values (any family's weights), or None."""
     for key, tensor in state_dict.items():
         # A NaN or inf makes the sum non-finite: one pass, 4x faster than isfinite() on fp16 weights.
         if torch.is_tensor(tensor) and tensor.is_floating_point() and \

@@ -18,10 +18,11 @@ keep their values, and calling ``extend_cfg`` twice changes nothing.
   templates' token embeddings averaged into one sequence per class, the cost of one template),
   ``ensemble`` (the 60 templates' features averaged, CLIP-style: 60x the text cost when text
   prompts are learned), ``custom`` (CoOp's hand-written prompt of the dataset);
-* ``SEARCH.*``: the search stage (epochs, batch sizes, prompt and alpha learning rates, ...); the
-  prompt optimizer's other settings (momentum, weight decay, warm-up) come from ``OPTIM``. The keys
-  of :class:`~dpl_plugin.search.SearchSettings` are generated from its fields, including ``PRESET``
-  (``paper``: the official recipe; ``robust``) and the robustness options, ``None`` = the preset's;
+* ``SEARCH.*``: the search stage (epochs, batch sizes, prompt and alpha learning rates, ...): one
+  key per field of :class:`~dpl_plugin.search.SearchSettings`, generated from it, including
+  ``PRESET`` (``paper``: the official recipe; ``robust``) and the robustness options, ``None`` =
+  the preset's; the prompt optimizer's other settings (momentum, weight decay, warm-up) come from
+  ``OPTIM``;
 * ``TRAIN.INIT``: initialisation of the trained prompts;
 * ``TEXT_CHECKPOINT``: activation checkpointing in the text encoder, search and train stages: its
   activations are recomputed in the backward pass instead of kept (far less memory with many
@@ -29,7 +30,8 @@ keep their values, and calling ``extend_cfg`` twice changes nothing.
 
 Batch sizes (``DATALOADER.TRAIN_X.BATCH_SIZE``, ``SEARCH.BATCH_SIZE``, ``SEARCH.VAL_BATCH_SIZE``,
 ``DATALOADER.TEST.BATCH_SIZE``) are global: under ``torchrun`` with N processes each takes 1/N of
-every batch (:mod:`dpl_plugin.runtime.sharded_data`), so a recipe means the same for any N.
+every batch (:mod:`dpl_plugin.runtime.sharded_data`), so a recipe means the same for any N that
+divides its batch sizes (the recipe's 4 and 16: 1, 2 or 4 processes).
 """
 
 from __future__ import annotations
@@ -38,46 +40,50 @@ import os
 
 from yacs.config import CfgNode as CN
 
+from ..backbones.openai_clip import PRECISIONS
+from ..designs import get_design
 from ..errors import OptionError
+from ..prompt_config import INSERTIONS as PROMPT_INSERTIONS
+from ..prompting.templates import DEFAULT_CONTEXT, TEXT_INPUTS
 from ..search.settings import SearchSettings, yacs_defaults
+from ..search.supernet import DEFAULT_CANDIDATES
 
 MODES = ("dpl", "search", "train", "baseline")
-PRECISIONS = ("fp32", "fp16", "amp")
-INSERTIONS = ("", "prefix", "native")
-TEXTS = ("default", "embedding_ensemble", "ensemble", "custom")
+INSERTIONS = ("",) + PROMPT_INSERTIONS  # "": as configured
 
 _DPL = {
     "MODE": "dpl",
     "CONFIG_FILE": "",
     "INSERTION": "",
-    "CANDIDATES": (0, 1, 2, 3, 4, 5, 6),
+    "CANDIDATES": DEFAULT_CANDIDATES,
     "PREC": "fp32",
     "TEXT": "default",
     "TEXT_CHECKPOINT": False,  # recompute the text encoder's activations in backward (many classes)
-    "SEARCH": {
-        # EPOCHS, ALPHA_*, SECOND_ORDER, EARLY_STOP, PLOT, PRESET and the robustness options
-        # (WARMUP_EPOCHS, TEMPERATURE, GUMBEL, TOKEN_COST, TOKEN_BUDGET): from SearchSettings' fields.
-        **yacs_defaults(),
-        "BATCH_SIZE": 4,
-        "VAL_BATCH_SIZE": 16,
-        "LR": 0.0035,
-        "TEXT": "default",  # the official search uses the single template "a photo of a {}."
-        "TEXT_INIT": "uniform",
-        "VISION_INIT": "normal:1",
-    },
+    "SEARCH": yacs_defaults(),  # one key per SearchSettings field
     "TRAIN": {
         "INIT": "normal:0.02",
     },
 }
 
-# The baselines' nodes with the key names and defaults of the CoOp and MaPLe repositories' train.py.
-_BASELINES = {
-    "COOP": {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end"},
-    "VPT": {"N_CTX_VISION": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH_VISION": 1},
-    "IVLP": {"N_CTX_VISION": 2, "N_CTX_TEXT": 2, "CTX_INIT": "a photo of a", "PREC": "fp16",
-             "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9},
-    "MAPLE": {"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9},
-}
+
+def _baseline_nodes() -> dict:
+    """The baselines' nodes with the key names of the CoOp and MaPLe repositories' train.py and the
+    published settings of :mod:`dpl_plugin.designs` as defaults."""
+    coop, vpt, ivlp, maple = (get_design(n).published() for n in ("coop", "vpt", "ivlp", "maple"))
+    return {
+        # W: KgCoOp's weight, read from CoOp's node as its repository does (htyao89/KgCoOp; 8.0 in its scripts)
+        "COOP": {"N_CTX": coop["n_ctx"], "CSC": False, "CTX_INIT": "", "PREC": "fp16", "CLASS_TOKEN_POSITION": "end",
+                 "W": 8.0},
+        "VPT": {"N_CTX_VISION": vpt["n_ctx"], "CTX_INIT": DEFAULT_CONTEXT, "PREC": "fp16",
+                "PROMPT_DEPTH_VISION": vpt["depth"]},
+        "IVLP": {"N_CTX_VISION": ivlp["n_vision"], "N_CTX_TEXT": ivlp["n_text"], "CTX_INIT": DEFAULT_CONTEXT,
+                 "PREC": "fp16", "PROMPT_DEPTH_VISION": ivlp["depth_vision"], "PROMPT_DEPTH_TEXT": ivlp["depth_text"]},
+        "MAPLE": {"N_CTX": maple["n_ctx"], "CTX_INIT": DEFAULT_CONTEXT, "PREC": "fp16", "PROMPT_DEPTH": maple["depth"]},
+        # PromptSRC's repository's train.py and configs (muzairkhattak/PromptSRC): IVLP 4 + 4 tokens, depth 9
+        "PROMPTSRC": {"N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": DEFAULT_CONTEXT, "PREC": "fp16",
+                      "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9, "TEXT_LOSS_WEIGHT": 25.0,
+                      "IMAGE_LOSS_WEIGHT": 10.0, "GPA_MEAN": 15.0, "GPA_STD": 1.0},
+    }
 
 
 def _add_missing(node: CN, values: dict) -> None:
@@ -91,11 +97,13 @@ def _add_missing(node: CN, values: dict) -> None:
 
 
 def extend_cfg(cfg: CN) -> CN:
-    """Add ``TRAINER.DPL.*``, the baseline nodes and ``DATASET.SUBSAMPLE_CLASSES`` where missing."""
+    """Add ``TRAINER.DPL.*``, the baseline nodes, ``DATASET.SUBSAMPLE_CLASSES`` and ``DATASET.FOLDER``
+    where missing."""
     if cfg.is_frozen():
         raise RuntimeError("extend_cfg(cfg) must be called before cfg.freeze()")
-    _add_missing(cfg.TRAINER, {"DPL": _DPL, **_BASELINES})
-    _add_missing(cfg.DATASET, {"SUBSAMPLE_CLASSES": "all"})  # all | base | new
+    _add_missing(cfg.TRAINER, {"DPL": _DPL, **_baseline_nodes()})
+    _add_missing(cfg.DATASET, {"SUBSAMPLE_CLASSES": "all",  # all | base | new
+                               "FOLDER": ""})  # ImageFolder: the folder under ROOT ("" = ROOT itself)
     return cfg
 
 
@@ -103,8 +111,8 @@ def check_dpl_cfg(cfg: CN) -> None:
     """Reject values the trainers cannot use, naming the key and the allowed values."""
     dpl = cfg.TRAINER.DPL
     for key, value, allowed in (("MODE", dpl.MODE, MODES), ("PREC", dpl.PREC, PRECISIONS),
-                                ("INSERTION", dpl.INSERTION, INSERTIONS), ("TEXT", dpl.TEXT, TEXTS),
-                                ("SEARCH.TEXT", dpl.SEARCH.TEXT, TEXTS)):
+                                ("INSERTION", dpl.INSERTION, INSERTIONS), ("TEXT", dpl.TEXT, TEXT_INPUTS),
+                                ("SEARCH.TEXT", dpl.SEARCH.TEXT, TEXT_INPUTS)):
         if value not in allowed:
             raise OptionError(f"TRAINER.DPL.{key} must be one of {list(allowed)}, got '{value}'")
     if dpl.MODE == "train" and not dpl.CONFIG_FILE:
@@ -121,8 +129,11 @@ def check_dpl_cfg(cfg: CN) -> None:
     if searches:
         try:
             SearchSettings.from_cfg(dpl.SEARCH).resolved()
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             raise OptionError(f"TRAINER.DPL.SEARCH: {err}") from None
+    for key, lr in (("TRAINER.DPL.SEARCH.LR", dpl.SEARCH.LR), ("OPTIM.LR", cfg.OPTIM.LR)):
+        if not lr > 0:  # also NaN; torch's optimizers would raise a bare ValueError
+            raise OptionError(f"{key} must be a positive learning rate, got {lr}")
     if any(isinstance(c, bool) or not isinstance(c, int) for c in dpl.CANDIDATES):
         raise OptionError(f"TRAINER.DPL.CANDIDATES must be whole numbers of tokens, got {list(dpl.CANDIDATES)}")
     candidates = sorted(set(dpl.CANDIDATES))

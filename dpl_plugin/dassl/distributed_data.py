@@ -3,7 +3,10 @@
 Batch sizes stay global (``dpl_plugin.runtime.sharded_data``): ``DATALOADER.TRAIN_X.BATCH_SIZE`` 4 on 2
 processes is 2 images on each, the recipe's batch of 4 per step. Training and the search's
 validation use a distributed sampler seeded with ``SEED`` (a new shared permutation per epoch);
-evaluation shards the images so that each is counted once.
+evaluation shards the images so that each is counted once. One process and N therefore draw
+different batch orders (Dassl's ``RandomSampler`` from torch's generator, against the distributed
+sampler's permutation): each step is the same computation on its global batch, the batches are not
+the same (the README's several-GPU section says how they differ).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Optimizer and learning-rate schedule from a Dassl ``OPTIM`` node, on any PyTorch version.
 
-Dassl's own warm-up schedulers fail on PyTorch >= 2.7 and pickle objects that
-``torch.load(weights_only=True)`` refuses (METHOD.md section 8), so the warm-up + cosine schedule
-comes from :mod:`dpl_plugin.engine.optim`, which reproduces Dassl's per-epoch learning rates. Schedules
-without warm-up are Dassl's, which still work.
+Dassl 0.6.3's warm-up schedulers fail on PyTorch >= 2.7 (a ``TypeError`` from
+``LRScheduler.__init__``) and pickle objects that ``torch.load(weights_only=True)`` refuses, so the
+warm-up + cosine schedule comes from :mod:`dpl_plugin.engine.optim`, which reproduces Dassl's
+per-epoch learning rates. Schedules without warm-up are Dassl's, which still work.
 """
 
 from __future__ import annotations

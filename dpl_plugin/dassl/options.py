@@ -17,6 +17,7 @@ from yacs.config import CfgNode
 
 from ..errors import OptionError
 
+YAML_EXTENSIONS = ("", ".yaml", ".yml")  # yacs reads a file without extension as YAML
 _UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: (\S+)")
 _TYPE_MISMATCH = re.compile(r"Type mismatch \((.+) vs\. (.+)\) with values \((.*) vs\. (.*)\) for config key: (\S+)")
 
@@ -63,9 +64,17 @@ def _translate(err: Exception, cfg: CfgNode, source: str) -> Optional[OptionErro
 
 
 def merge_file(cfg: CfgNode, path: str, option: str = "--config-file") -> None:
-    """``cfg.merge_from_file(path)``; a missing file, bad YAML or an unknown key is an :class:`OptionError`."""
+    """``cfg.merge_from_file(path)``; a missing file, bad YAML or an unknown key is an :class:`OptionError`.
+    YAML only: yacs would also execute a ``.py`` config file, and a config file is data, not code."""
     if not os.path.isfile(path):
         raise OptionError(f"{option} {path}: no such file")
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".py":
+        raise OptionError(f"{option} {path}: Python config files are not accepted (yacs would run the code in "
+                          f"them): write the settings as a .yaml file")
+    if extension not in YAML_EXTENSIONS:
+        raise OptionError(f"{option} {path}: not a YAML config file (expected {' or '.join(YAML_EXTENSIONS[1:])}): "
+                          f"rename it, or write its settings as YAML")
     try:
         cfg.merge_from_file(path)
     except yaml.YAMLError as err:

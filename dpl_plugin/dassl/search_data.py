@@ -1,5 +1,5 @@
 """The search stage's data, from a Dassl dataset: prompts learn on the few-shot training split,
-``alpha`` on its validation split (METHOD.md section 3)."""
+``alpha`` on its validation split (as the official DPL code)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def search_loaders(cfg, dataset, batch_size: int, val_batch_size: int):
     """Training batches (train transforms) and a *shuffled* validation loader (test transforms).
 
     Shuffled, so that cycling it shows ``alpha`` every validation image rather than the same first
-    batch (the official code's defect, METHOD.md section 5).
+    batch (the official DPL code steps ``alpha`` on ``next(iter(val_loader))``: with a sequential
+    sampler, always the same first images).
     """
     if not dataset.val:
         raise OptionError(

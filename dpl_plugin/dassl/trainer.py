@@ -1,7 +1,9 @@
-"""``DPLTrainer``: everything the four DPL Dassl trainers share.
+"""``DPLTrainer``: everything the DPL Dassl trainers share.
 
 A trainer subclass names its prompt design (:mod:`dpl_plugin.designs`) and reads its baseline's
-config node; this class does the rest:
+config node; a method with its own loss or prompt schedule (KgCoOp, PromptSRC) also names its
+objective (:mod:`dpl_plugin.engine.objectives`, cross-entropy by default, used by the search too
+unless ``TRAINER.DPL.SEARCH.OBJECTIVE cross_entropy``) and averaging. This class does the rest:
 
 * ``build_model`` (called by Dassl's ``__init__``) loads CLIP once and builds the model when its
   prompt configuration is already known: the hand design (``MODE baseline``), a configuration file,
@@ -19,34 +21,36 @@ from __future__ import annotations
 import logging
 import os.path as osp
 import sys
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 
 from .. import PromptConfig, PromptConfigError, build_prompted_clip, load_clip
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.spec import BackboneSpec
 from ..designs import get_design
+from ..engine.averaging import GaussianPromptAveraging
 from ..engine.checkpoint import CorruptCheckpointError
 from ..engine.finite import check_finite, check_finite_logits
+from ..engine.objectives import Objective
 from ..errors import OptionError
 from ..prompting.initialization import SEARCHED
-from ..prompting.templates import DATASET_TEMPLATES, IMAGENET_TEMPLATES
-from ..prompting.text_inputs import DEFAULT_TEMPLATE
+from ..prompting.templates import DEFAULT_TEMPLATE, text_input
 from ..runtime import distributed
 from ..runtime.lock import lock_output_dir
 from ..runtime.reproducibility import capture_rng_state, restore_rng_state, seed_everything
 from ..runtime.sharded_data import set_epoch
 from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet, definition
-from ..search.inherit import inherit_prompts, supernet_from_checkpoint
+from ..search.inherit import supernet_from_checkpoint
 from . import checkpoint_folder
+from .batch_job_output import one_line_per_epoch
+from .datasets.coop_format import shots_per_class
 from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
 from .distributed_data import split_loaders
 from .gathered_evaluator import GatheredEvaluator
 from .optim_from_cfg import build_optimizer_and_scheduler
-from .run_definitions import search_definition
+from .run_definitions import check_trained, search_definition, train_definition
 from .search_data import search_loaders
 
 MODEL_NAME = "prompt_learner"  # Dassl's registered name: checkpoints go to OUTPUT_DIR/prompt_learner/
@@ -64,6 +68,14 @@ class DPLTrainer(TrainerX):
         """``(keyword arguments of the design's hand configuration, text context init)`` read from the
         baseline's config node (e.g. ``TRAINER.MAPLE``)."""
         raise NotImplementedError
+
+    def build_objective(self, cfg) -> Objective:
+        """The train stage's loss (:mod:`dpl_plugin.engine.objectives`); cross-entropy unless a method adds terms."""
+        return Objective()
+
+    def build_averaging(self, cfg) -> Optional[GaussianPromptAveraging]:
+        """A schedule over epochs for the trained prompts (PromptSRC's aggregation), or None."""
+        return None
 
     def __init__(self, cfg):
         # Started by torchrun: join the process group before Dassl builds loaders and the model
@@ -104,7 +116,8 @@ class DPLTrainer(TrainerX):
                               f"{resolution}x{resolution} images: set INPUT.SIZE ({resolution}, {resolution})")
         self.classnames = list(self.dm.dataset.classnames)
         self.baseline_kwargs, self.ctx_init = self.baseline_settings(cfg)
-        self.model = self.optim = self.sched = self.scaler = None
+        self.objective = self.build_objective(cfg)
+        self.model = self.optim = self.sched = self.scaler = self.averaging = None
         self.prompt_config: Optional[PromptConfig] = None
         config = self._known_config()
         if config is not None:
@@ -132,12 +145,12 @@ class DPLTrainer(TrainerX):
 
     def before_epoch(self):
         set_epoch(self.train_loader_x, self.epoch)  # several processes: a new shared permutation per epoch
+        one_line_per_epoch(self.cfg, len(self.train_loader_x))
 
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.scaler is not None):
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels)
+            loss, logits, _ = self.objective(self.model, images, labels)
         check_finite(loss, "training", f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}",
                      self._saved_checkpoints())
         params = self.model.learnable_parameters()
@@ -156,6 +169,15 @@ class DPLTrainer(TrainerX):
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()  # once per epoch, as the CoOp family does
         return summary
+
+    def after_epoch(self):
+        if self.averaging is not None:  # before Dassl saves the epoch's checkpoint
+            self.averaging.add(self.model.prompt_learner, self.epoch + 1)
+            if self.epoch + 1 == self.max_epoch:
+                self.averaging.apply(self.model.prompt_learner)
+                print(f"Prompts averaged over {self.max_epoch} epoch(s) (Gaussian weights, mean "
+                      f"{self.averaging.mean:g}, std {self.averaging.std:g})")
+        super().after_epoch()
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -204,7 +226,9 @@ class DPLTrainer(TrainerX):
             "scheduler": self.sched.state_dict() if self.sched is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "val_result": val_result,
+            "averaging": self.averaging.state_dict() if self.averaging is not None else None,
             "rng": distributed.per_rank(capture_rng_state()),  # several processes: every rank's
+            "definition": self._train_definition(),
         }
         folder = osp.join(directory, MODEL_NAME)
         if distributed.is_main():
@@ -225,10 +249,13 @@ class DPLTrainer(TrainerX):
                 f"{path} was trained with another prompt configuration ({_describe(state['prompt_config'])}) than "
                 f"this run ({_describe(self.prompt_config.to_dict())}). Use another output directory, or delete "
                 f"{osp.dirname(path)} to train from scratch")
+        check_trained(state.get("definition"), self._train_definition(), path, state["epoch"])
         self.model.prompt_learner.load_state_dict(state["state_dict"])
         for part, target in (("optimizer", self.optim), ("scheduler", self.sched), ("scaler", self.scaler)):
             if target is not None and state.get(part) is not None:
                 target.load_state_dict(state[part])
+        if self.averaging is not None and state.get("averaging") is not None:
+            self.averaging.load_state_dict(state["averaging"], self.model.prompt_learner)  # the trained prompts
         restore_rng_state(distributed.own(state["rng"]))  # continue exactly as the uninterrupted run would have
         print(f"Resumed from {path} (epoch {state['epoch']})")
         return state["epoch"]
@@ -252,33 +279,35 @@ class DPLTrainer(TrainerX):
     # -- the search stage --------------------------------------------------------------------------
     def search(self) -> PromptConfig:
         """The searched configuration: a finished search's, else search (resuming an interrupted one)."""
-        cfg, s = self.cfg, self.cfg.TRAINER.DPL.SEARCH
+        cfg = self.cfg
         folder = osp.join(self.output_dir, SEARCH_DIR)
         finished = self._finished_search()
         if finished is not None:
             return finished
         definition.check_unfinished(folder, self._search_definition(),
                                     resuming=osp.isfile(osp.join(folder, CHECKPOINT_FILE)))
+        precision = "amp" if self.precision == "amp" else "fp32"
+        settings = SearchSettings.from_cfg(cfg.TRAINER.DPL.SEARCH, precision=precision, resume=True)
         self._reseed()
-        templates, merge = self._text_input(s.TEXT)
+        templates, merge = text_input(settings.text, cfg.DATASET.NAME)
         model = build_supernet(self.clip_model, self.classnames, candidates=cfg.TRAINER.DPL.CANDIDATES,
-                               templates=templates or (DEFAULT_TEMPLATE,), merge=merge, text_init=s.TEXT_INIT,
-                               vision_init=s.VISION_INIT, text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT,
+                               templates=templates or (DEFAULT_TEMPLATE,), merge=merge, text_init=settings.text_init,
+                               vision_init=settings.vision_init, text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT,
                                **self.design.search_space()).to(self.device)
         learner = model.prompt_learner
-        optimizer, scheduler = build_optimizer_and_scheduler(learner.prompt_parameters(), cfg.OPTIM, lr=s.LR,
-                                                             max_epoch=s.EPOCHS)
-        train_loader, val_loader = search_loaders(cfg, self.dm.dataset, s.BATCH_SIZE, s.VAL_BATCH_SIZE)
+        optimizer, scheduler = build_optimizer_and_scheduler(learner.prompt_parameters(), cfg.OPTIM, lr=settings.lr,
+                                                             max_epoch=settings.epochs)
+        train_loader, val_loader = search_loaders(cfg, self.dm.dataset, settings.batch_size, settings.val_batch_size)
         self._seed_rank()
-        settings = SearchSettings.from_cfg(s, precision="amp" if self.precision == "amp" else "fp32", resume=True)
         provenance = {"trainer": cfg.TRAINER.NAME, "design": self.design.name, "dataset": cfg.DATASET.NAME,
-                      "shots": cfg.DATASET.NUM_SHOTS, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
-                      "seed": cfg.SEED, "backbone": cfg.MODEL.BACKBONE.NAME, "search_epochs": s.EPOCHS,
+                      "shots": self._shots(), "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
+                      "seed": cfg.SEED, "backbone": cfg.MODEL.BACKBONE.NAME, "search_epochs": settings.epochs,
                       definition.PROVENANCE_KEY: self._search_definition()}
         print(f"Searching prompt lengths ({self.design.name} design, branches {list(self.design.branches)}, "
-              f"candidates {list(learner.candidates)}, {s.EPOCHS} epochs) into {folder}")
+              f"candidates {list(learner.candidates)}, {settings.epochs} epochs) into {folder}")
         result = BilevelSearch(model, train_loader, val_loader, optimizer, scheduler, settings, folder, self.device,
-                               provenance=provenance).run()
+                               provenance=provenance,
+                               objective=self._search_objective().prepare(model, self.classnames)).run()
         print(f"Searched configuration: text {result.config.text} vision {result.config.vision}")
         return result.config
 
@@ -293,8 +322,20 @@ class DPLTrainer(TrainerX):
         print(f"Using the finished search {path} (delete its folder to search again)")
         return config
 
+    def _shots(self) -> int:
+        """The shots per class the data really have (CoOp takes fewer where fewer exist)."""
+        asked = self.cfg.DATASET.NUM_SHOTS
+        return min(asked, shots_per_class(self.dm.dataset.train_x)) if asked > 0 else asked
+
     def _search_definition(self) -> dict:
-        return search_definition(self.cfg, self.precision)
+        return search_definition(self.cfg, self.precision, self._search_objective())
+
+    def _search_objective(self) -> Objective:
+        """The method's objective, or cross-entropy with ``TRAINER.DPL.SEARCH.OBJECTIVE cross_entropy``."""
+        return Objective() if self.cfg.TRAINER.DPL.SEARCH.OBJECTIVE == "cross_entropy" else self.objective
+
+    def _train_definition(self) -> dict:
+        return train_definition(self.cfg, self.precision, self.ctx_init)
 
     # -- model construction ------------------------------------------------------------------------
     def _known_config(self) -> Optional[PromptConfig]:
@@ -339,17 +380,18 @@ class DPLTrainer(TrainerX):
         cfg = self.cfg
         self._reseed()  # the same initial prompts whether or not a search ran before
         init = cfg.TRAINER.DPL.TRAIN.INIT
-        templates, merge = self._text_input(cfg.TRAINER.DPL.TEXT)
+        templates, merge = text_input(cfg.TRAINER.DPL.TEXT, cfg.DATASET.NAME)
+        supernet = self._searched_supernet(config) if init == SEARCHED else None  # one-shot NAS: inherit
         model = build_prompted_clip(self.clip_model, self.classnames, config, ctx_init=self.ctx_init,
                                     templates=templates, merge=merge, text_init=init, vision_init=init,
-                                    text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT).to(self.device)
-        if init == SEARCHED:  # one-shot NAS: start from the supernet's prompts of the chosen lengths
-            inherit_prompts(model, self._searched_supernet(config).to(self.device))
+                                    text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT, supernet=supernet).to(self.device)
         learner = model.prompt_learner
         params = [p for p in learner.parameters() if p.requires_grad]
         optim = sched = None
         if params:
             optim, sched = build_optimizer_and_scheduler(params, cfg.OPTIM)
+        self.objective.prepare(model, self.classnames)
+        self.averaging = self.build_averaging(cfg)
         self.model, self.optim, self.sched, self.prompt_config = model, optim, sched, config
         self._models[MODEL_NAME], self._optims[MODEL_NAME], self._scheds[MODEL_NAME] = learner, optim, sched
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" and params else None
@@ -364,18 +406,6 @@ class DPLTrainer(TrainerX):
                                         **self.design.search_space())
 
     # -- small helpers -----------------------------------------------------------------------------
-    def _text_input(self, text: str) -> Tuple[Optional[Sequence[str]], str]:
-        """``(templates, merge)``; None = the design's default text (dpl_plugin.prompting.text_inputs.plan_text_input)."""
-        if text in ("ensemble", "embedding_ensemble"):
-            return list(IMAGENET_TEMPLATES), "embeddings" if text == "embedding_ensemble" else "features"
-        if text == "custom":
-            name = self.cfg.DATASET.NAME
-            if name not in DATASET_TEMPLATES:
-                raise OptionError(f"TRAINER.DPL.TEXT custom: no hand-written prompt for dataset '{name}'; known: "
-                                  f"{sorted(DATASET_TEMPLATES)}. Use TEXT default or ensemble")
-            return [DATASET_TEMPLATES[name]], "features"
-        return None, "features"
-
     def _precision(self) -> str:
         prec = self.cfg.TRAINER.DPL.PREC
         if self.device.type != "cuda" and prec != "fp32":

@@ -4,3 +4,7 @@ Fashion-MNIST, so that DPL can be run end to end without a GPU, internet access 
 ``fashion_mnist`` loads the data; ``pretrain`` deterministically trains the shipped weights
 (``weights/demo_clip.pt.gz``).
 """
+
+from .task import DEFAULT_SHIFT, as_datasets, demo_splits
+
+__all__ = ["DEFAULT_SHIFT", "as_datasets", "demo_splits"]

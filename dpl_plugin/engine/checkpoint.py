@@ -2,7 +2,7 @@
 
 Files are written to a temporary name and moved into place, so an interrupted write leaves the
 previous checkpoint intact; they are read with ``weights_only=True`` (the default since PyTorch
-2.6) and a damaged file gives an error that names it.
+2.6) after the zip archive's CRC check, and a damaged file gives an error that names it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from ..errors import DPLError
 from ..runtime.atomic import atomic_write
+from ..runtime.safe_files import zip_problem
 
 
 class CorruptCheckpointError(DPLError, RuntimeError):
@@ -33,6 +34,10 @@ def save_checkpoint(obj: Dict[str, Any], path: str) -> str:
 def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise CheckpointNotFoundError(f"checkpoint not found: {path}")
+    damaged = zip_problem(path)  # torch.load does not check the records' CRCs: flipped bytes load as garbage
+    if damaged:
+        raise CorruptCheckpointError(f"checkpoint {path} is corrupt: {damaged} (damaged on disk). Delete it to "
+                                     f"start over, or point to another one")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:

@@ -21,6 +21,8 @@ from typing import Iterable
 
 import torch
 
+RECIPE_LR = 3.5e-3  # DPL's learning rate: prompts (SGD) in both stages and alpha (Adam) in the search
+
 
 class WarmupCosine:
     """The learning-rate multiplier of one parameter group (picklable, plain-number state)."""
@@ -47,7 +49,7 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, max_epoch: int, warmup_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
-def build_sgd(params: Iterable[torch.nn.Parameter], lr: float = 3.5e-3, momentum: float = 0.9,
+def build_sgd(params: Iterable[torch.nn.Parameter], lr: float = RECIPE_LR, momentum: float = 0.9,
               weight_decay: float = 5e-4) -> torch.optim.SGD:
     """The prompt optimizer of CoOp, VPT, IVLP, MaPLe and DPL (Dassl's SGD defaults)."""
     return torch.optim.SGD(list(params), lr=lr, momentum=momentum, weight_decay=weight_decay)

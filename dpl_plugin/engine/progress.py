@@ -31,12 +31,15 @@ class EpochProgress:
     """Iterate ``iterable`` (one epoch) showing ``desc`` and the values given to :meth:`set_postfix`.
 
     ``epoch`` (1-based) and ``epochs`` make the closing line's estimate of the time left (this
-    epoch's duration times the epochs still to run). ``enabled=False`` shows and prints nothing.
+    epoch's duration times the epochs still to run). ``enabled=False`` shows and prints nothing;
+    ``closing_line=False`` leaves the epoch's line to the caller (which may add :meth:`timing`).
     """
 
     def __init__(self, iterable: Iterable, desc: str, epoch: Optional[int] = None, epochs: Optional[int] = None,
-                 total: Optional[int] = None, enabled: bool = True):
+                 total: Optional[int] = None, enabled: bool = True, closing_line: bool = True):
         self.iterable, self.desc, self.epoch, self.epochs, self.enabled = iterable, desc, epoch, epochs, enabled
+        self.closing_line = closing_line
+        self.seconds = 0.0
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self.total = total
@@ -60,17 +63,23 @@ class EpochProgress:
         finally:
             if self._bar is not None:
                 self._bar.close()
-        if self.enabled:
-            print(self.line(time.perf_counter() - start), file=sys.stdout, flush=True)
+        self.seconds = time.perf_counter() - start
+        if self.enabled and self.closing_line:
+            print(self.line(self.seconds), file=sys.stdout, flush=True)
 
     def line(self, seconds: float) -> str:
         """``search 3/20 | train 0.512 val 0.634 | 0:00:41, ETA 0:11:37``"""
         parts = [self.desc]
         if self.postfix:
             parts.append(" ".join(f"{k} {v}" for k, v in self.postfix.items()))
+        parts.append(self.timing(seconds))
+        return " | ".join(parts)
+
+    def timing(self, seconds: Optional[float] = None) -> str:
+        """``0:00:41, ETA 0:11:37``: the epoch's duration and the estimated time left."""
+        seconds = self.seconds if seconds is None else seconds
         timing = format_duration(seconds)
         if self.epoch is not None and self.epochs is not None:
             timing += f", ETA {format_duration(seconds * max(self.epochs - self.epoch, 0))}"
-        parts.append(timing)
-        return " | ".join(parts)
+        return timing
 

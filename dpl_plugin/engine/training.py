@@ -1,6 +1,6 @@
 """The train stage without any engine: fit a :class:`PromptedCLIP`'s prompts, evaluate it.
 
-The recipe defaults are the CoOp family's (METHOD.md section 6): SGD with momentum 0.9 and weight
+The recipe defaults are the CoOp family's (CoOp's and MaPLe's configs): SGD with momentum 0.9 and weight
 decay 5e-4, one constant warm-up epoch at 1e-5, then cosine. Dassl users get the same through the
 trainers in ``dpl_plugin.dassl``; this module is for everyone else (and for the quickstart).
 """
@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
-import torch.nn.functional as F
 
-from ..errors import NonFiniteLogitsError, NonFiniteLossError
+from ..errors import NonFiniteLogitsError, NonFiniteLossError, require_instance
+from ..typed_fields import check_field_types
 from ..runtime import distributed
 from ..runtime.sharded_data import set_epoch
+from .averaging import GaussianPromptAveraging
 from .batches import accuracy, default_batch
 from .finite import check_finite, check_finite_logits
-from .optim import build_lr_scheduler, build_sgd
+from .objectives import Objective
+from .optim import RECIPE_LR, build_lr_scheduler, build_sgd
 from .progress import EpochProgress
 
 logger = logging.getLogger("dpl_plugin.engine.training")
@@ -29,12 +31,15 @@ logger.addFilter(distributed.main_rank_only)
 @dataclass
 class TrainSettings:
     epochs: int = 40
-    lr: float = 3.5e-3
+    lr: float = RECIPE_LR
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
     precision: str = "fp32"  # fp32 | amp (CUDA autocast with gradient scaling)
+
+    def __post_init__(self):
+        check_field_types(self)
 
 
 def _device_of(model) -> torch.device:
@@ -42,9 +47,15 @@ def _device_of(model) -> torch.device:
 
 
 def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = None,
-                  batch_fn: Callable = default_batch, progress: bool = True) -> List[Dict[str, float]]:
-    """Train the learnable parameters of ``model`` on ``loader``; return per-epoch loss/accuracy."""
-    s = settings or TrainSettings()
+                  batch_fn: Callable = default_batch, progress: bool = True, objective: Optional[Objective] = None,
+                  averaging: Optional[GaussianPromptAveraging] = None) -> List[Dict[str, float]]:
+    """Train the learnable parameters of ``model`` on ``loader``; return per-epoch loss/accuracy.
+
+    ``objective``: the loss of a batch (default cross-entropy; a prepared :class:`Objective`);
+    ``averaging``: e.g. PromptSRC's Gaussian prompt aggregation, applied after the last epoch."""
+    s = require_instance(settings or TrainSettings(), TrainSettings, "train_prompts' settings",
+                         "pass TrainSettings(...) (a dict d: TrainSettings(**d))")
+    objective = objective or Objective()
     device = _device_of(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -64,8 +75,7 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
         for step, batch in enumerate(bar):
             images, labels = (t.to(device) for t in batch_fn(batch))
             with torch.autocast(device.type, enabled=amp):
-                logits = model(images)
-                loss = F.cross_entropy(logits, labels)
+                loss, logits, _ = objective(model, images, labels)
             check_finite(loss, "training", f"epoch {epoch + 1}, iteration {step + 1}", "")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -80,9 +90,13 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
             raise ValueError("the training loader yields no batches: nothing was trained (is the dataset empty, "
                              "or a loader with drop_last=True given fewer images than one batch?)")
         scheduler.step()
+        if averaging is not None:
+            averaging.add(model.prompt_learner, epoch + 1)
         history.append(distributed.mean_values({k: v / count for k, v in total.items()}))
         logger.info("epoch [%d/%d] loss %.4f acc %.1f%% lr %.3e", epoch + 1, s.epochs, history[-1]["loss"],
                     history[-1]["acc"], optimizer.param_groups[0]["lr"])
+    if averaging is not None:
+        averaging.apply(model.prompt_learner)
     return history
 
 

@@ -1,7 +1,8 @@
 """Attention of a frozen CLIP layer with prompt tokens as extra keys and values.
 
-All functions take the layer's own ``nn.MultiheadAttention`` and use its packed input projection
-and output projection, so nothing of ``clip/model.py`` is re-implemented beyond the attention
+All functions take the layer's own attention projections (a family's
+:class:`~dpl_plugin.backbones.blocks.PackedAttention`, or an ``nn.MultiheadAttention``, whose packed
+projections are used), so nothing of ``clip/model.py`` is re-implemented beyond the attention
 arithmetic itself. Tensors are batch-first: ``h`` is ``(B, L, D)``, already passed through the
 layer's ``ln_1``; prompt tokens are ``(n, D)`` (shared by the batch) or ``(B, n, D)`` and must
 also be ``ln_1``-normalised by the caller (the paper attends to ``LN1([x; P])``).
@@ -9,8 +10,8 @@ also be ``ln_1``-normalised by the caller (the paper attends to ``LN1([x; P])``)
 * :func:`prefix_attention` -- one prompt (possibly empty): the train stage and the plain layer.
 * :func:`mixture_attention` -- ``sum_c w_c * attention with candidate c's prefix`` in one pass:
   the real tokens go once through fused attention, which also gives their scores' log-sum-exp;
-  each candidate adds only its ``L x c`` scores, combined by log-sum-exp weights (METHOD.md
-  section 3). Nothing of size ``L x L`` is kept for backward.
+  each candidate adds only its ``L x c`` scores, combined by log-sum-exp weights (the
+  DPL paper's mixture of prefixes). Nothing of size ``L x L`` is kept for backward.
 * :func:`reference_mixture_attention` -- the same mixture, one full attention per candidate; kept
   as the ground truth for tests and benchmarks.
 """
@@ -22,7 +23,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from ..backbones.blocks import as_projections
 
 
 @dataclass
@@ -50,31 +52,28 @@ def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.reshape(*lead, n, num_heads, dim // num_heads).transpose(-3, -2)
 
 
-def _project_qkv(attn: nn.MultiheadAttention, h: torch.Tensor):
-    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    return _heads(q, attn.num_heads), _heads(k, attn.num_heads), _heads(v, attn.num_heads)
+def _project_qkv(attn, h: torch.Tensor):
+    return tuple(_heads(t, attn.num_heads) for t in attn.qkv(h))
 
 
-def _project_kv(attn: nn.MultiheadAttention, tokens: torch.Tensor):
-    dim = attn.embed_dim
-    bias = attn.in_proj_bias[dim:] if attn.in_proj_bias is not None else None
-    k, v = F.linear(tokens, attn.in_proj_weight[dim:], bias).chunk(2, dim=-1)
-    return _heads(k, attn.num_heads), _heads(v, attn.num_heads)
+def _project_kv(attn, tokens: torch.Tensor):
+    return tuple(_heads(t, attn.num_heads) for t in attn.kv(tokens))
 
 
-def _merge_heads(out: torch.Tensor, attn: nn.MultiheadAttention) -> torch.Tensor:
+def _merge_heads(out: torch.Tensor, attn) -> torch.Tensor:
     batch, _, length, _ = out.shape
     out = out.transpose(1, 2).reshape(batch, length, attn.embed_dim)
-    return attn.out_proj(out)
+    return attn.out(out)
 
 
 def prefix_attention(
-    attn: nn.MultiheadAttention,
+    attn,
     h: torch.Tensor,
     prompt: Optional[torch.Tensor] = None,
     attn_mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``MHA(q = h, kv = [h; prompt])``; the mask (``L x L``, additive) never hides the prompt."""
+    attn = as_projections(attn)
     q, k, v = _project_qkv(attn, h)
     if prompt is not None and prompt.shape[-2] > 0:
         kp, vp = _project_kv(attn, prompt.to(h.dtype))
@@ -88,8 +87,13 @@ def prefix_attention(
 
 
 def _scores(q: torch.Tensor, k: torch.Tensor, mask: Optional[torch.Tensor], scale: float) -> torch.Tensor:
-    scores = (q @ k.transpose(-1, -2)) * scale
-    return scores + mask if mask is not None else scores
+    """``(q * scale) k^T + mask`` in the dtype of ``q`` and ``k``, outside autocast: under ``amp``
+    autocast would run the product in fp16 whatever its inputs' dtype, and an unscaled ``q.k`` above
+    65504 overflows to inf (inf meeting a causal mask's -inf is NaN). Scaling ``q`` first keeps the
+    product at the size of the scores themselves."""
+    with torch.autocast(q.device.type, enabled=False):
+        scores = (q * scale) @ k.transpose(-1, -2)
+        return scores + mask if mask is not None else scores
 
 
 def _fused_attention(q, k, v, mask, scale):
@@ -129,8 +133,11 @@ class _AttentionWithLSE(torch.autograd.Function):
     def backward(ctx, d_out, d_lse):
         q, k, v, out, lse, mask = ctx.saved_tensors
         # With create_graph (an exact second-order hypergradient) the backward itself must be
-        # differentiable: the plain computation is, the fused kernel is not.
-        fused = q.device.type == "cpu" and _CPU_FUSED_BACKWARD is not None and not torch.is_grad_enabled()
+        # differentiable: the plain computation is, the fused kernel is not. Half precision (CPU
+        # autocast) takes the plain one too: it runs in fp32, where folding the log-sum-exp's
+        # gradient into the output does not round it away.
+        fused = (q.device.type == "cpu" and _CPU_FUSED_BACKWARD is not None and not torch.is_grad_enabled()
+                 and q.dtype in (torch.float32, torch.float64))
         shifted = _fold_lse_gradient(out, d_out, d_lse) if fused else None
         if shifted is not None:
             grads = _CPU_FUSED_BACKWARD(d_out, q, k, v, shifted, lse, 0.0, False, attn_mask=mask, scale=ctx.scale)
@@ -168,7 +175,7 @@ def _math_backward(q, k, v, out, lse, mask, scale, d_out, d_lse):
 
 
 def mixture_attention(
-    attn: nn.MultiheadAttention,
+    attn,
     h: torch.Tensor,
     mixture: CandidateMixture,
     attn_mask: Optional[torch.Tensor] = None,
@@ -181,6 +188,7 @@ def mixture_attention(
     the prompt values. Nothing of size ``L x L`` is kept for backward; per query and head the
     mixture keeps ``K * (c_max + 1)`` weights on top of what fused attention keeps.
     """
+    attn = as_projections(attn)
     q, k, v = _project_qkv(attn, h)  # (B, H, L, d), views of one projection
     batch, heads, length, dim = q.shape
     scale = dim ** -0.5
@@ -206,17 +214,17 @@ def mixture_attention(
     real_weight = weights @ probs[:, :, 0]  # (H, B*L): sum_k w_k * candidate k's share of the real tokens
     out = out.view(heads, batch, length, dim) + real_weight.view(heads, batch, length, 1) * out_x.transpose(0, 1)
     # out_proj is affine and the weights sum to 1, so it is applied once to the mixture.
-    return attn.out_proj(out.permute(1, 2, 0, 3).reshape(batch, length, attn.embed_dim).to(h.dtype))
+    return attn.out(out.permute(1, 2, 0, 3).reshape(batch, length, attn.embed_dim).to(h.dtype))
 
 
 def reference_mixture_attention(
-    attn: nn.MultiheadAttention,
+    attn,
     h: torch.Tensor,
     mixture: CandidateMixture,
     attn_mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The mixture as written in the paper: one attention per candidate, weighted and summed."""
-    out = 0
+    attn, out = as_projections(attn), 0
     for k in range(len(mixture.lengths)):
         out = out + mixture.weights[k] * prefix_attention(attn, h, mixture.candidate(k), attn_mask)
     return out

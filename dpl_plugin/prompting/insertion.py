@@ -1,18 +1,20 @@
 """The one prompt-insertion mechanism: running CLIP's own residual blocks with per-layer prompts.
 
-``run_prompted_blocks`` walks the ``resblocks`` of the installed ``clip`` package and, for each
-layer, applies that layer's prompt in one of two forms:
+``run_prompted_blocks`` walks a CLIP family's residual blocks (each seen through a
+:class:`~dpl_plugin.backbones.blocks.PromptableBlock`) and, for each layer, applies that layer's
+prompt in one of two forms:
 
-* ``prefix`` (DPL, METHOD.md section 2): the prompt is extra keys/values of the layer's attention,
+* ``prefix`` (the DPL paper's form): the prompt is extra keys/values of the layer's attention,
   never a query and never carried to the next layer; a :class:`CandidateMixture` (search stage)
   mixes several such prefixes in one pass.
-* ``native`` (CoOp/VPT/IVLP/MaPLe, METHOD.md section 6): prompt tokens are real tokens occupying
+* ``native`` (CoOp/VPT/IVLP/MaPLe, as their repositories do): prompt tokens are real tokens occupying
   ``n`` slots after the first ``head`` tokens; a layer with a prompt drops the current slot tokens
   and inserts its own (the number may change), a layer without lets them pass through. Layer 0's
   tokens are placed by the encoder (they go in before CLIP's input embeddings are finished).
 
-Every block is computed from the block's own modules (``ln_1``, ``attn``, ``ln_2``, ``mlp``), so the
-frozen weights are used exactly as CLIP uses them; the sequence is batch-first, ``(B, L, D)``.
+Every block is computed from the block's own modules (pre-attention norm, attention projections,
+the rest of the block), so the frozen weights are used exactly as the family uses them; the
+sequence is batch-first, ``(B, L, D)``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from ..backbones.blocks import PromptableBlock
 from .attention import CandidateMixture, mixture_attention, prefix_attention
 
 LayerPrompt = Union[None, torch.Tensor, CandidateMixture]
@@ -33,16 +35,16 @@ def causal_mask(length: int, like: torch.Tensor) -> torch.Tensor:
     return torch.full((length, length), float("-inf"), dtype=like.dtype, device=like.device).triu_(1)
 
 
-def prompted_block(block: nn.Module, x: torch.Tensor, attn_mask=None, prefix: LayerPrompt = None):
-    """One ``ResidualAttentionBlock`` with an optional prefix prompt (tensor or mixture)."""
-    h = block.ln_1(x)
+def prompted_block(block: PromptableBlock, x: torch.Tensor, attn_mask=None, prefix: LayerPrompt = None):
+    """One residual attention block with an optional prefix prompt (tensor or mixture)."""
+    h = block.norm(x)
     if isinstance(prefix, CandidateMixture):
-        attended = mixture_attention(block.attn, h, prefix.map_tokens(lambda t: block.ln_1(t.to(x.dtype))), attn_mask)
+        attended = mixture_attention(block.attention, h, prefix.map_tokens(lambda t: block.norm(t.to(x.dtype))),
+                                     attn_mask)
     else:
-        prompt = block.ln_1(prefix.to(x.dtype)) if prefix is not None else None
-        attended = prefix_attention(block.attn, h, prompt, attn_mask)
-    x = x + attended
-    return x + block.mlp(block.ln_2(x))
+        prompt = block.norm(prefix.to(x.dtype)) if prefix is not None else None
+        attended = prefix_attention(block.attention, h, prompt, attn_mask)
+    return block.finish(x, attended)
 
 
 def replace_slots(x: torch.Tensor, head: int, n_current: int, prompt: torch.Tensor) -> torch.Tensor:
@@ -54,7 +56,7 @@ def replace_slots(x: torch.Tensor, head: int, n_current: int, prompt: torch.Tens
 
 
 def run_prompted_blocks(
-    blocks: Sequence[nn.Module],
+    blocks: Sequence[PromptableBlock],
     x: torch.Tensor,
     prompts: Optional[Sequence[LayerPrompt]],
     insertion: str,

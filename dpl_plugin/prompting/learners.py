@@ -13,8 +13,9 @@ from typing import List, NamedTuple, Optional
 import torch
 from torch import nn
 
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.spec import BackboneSpec
 from ..prompt_config import PromptConfig
+from .initialization import init_tensor
 from .insertion import LayerPrompt
 
 
@@ -24,16 +25,6 @@ class PromptSet(NamedTuple):
 
     def any(self, branch: str) -> bool:
         return any(p is not None for p in getattr(self, branch))
-
-
-def init_tensor(shape, spec: str) -> torch.Tensor:
-    """``normal:STD`` (baselines: 0.02; DPL search vision: 1) or ``uniform`` ([0, 1), DPL search text)."""
-    kind, _, arg = spec.partition(":")
-    if kind == "normal":
-        return torch.randn(shape) * float(arg or 1.0)
-    if kind == "uniform":
-        return torch.rand(shape)
-    raise ValueError(f"unknown prompt initialisation '{spec}'; use 'normal:STD' or 'uniform'")
 
 
 def coupling_map(text_width: int, vision_width: int) -> nn.Linear:

@@ -7,19 +7,26 @@ baselines) or the search's supernet learner; the model does not care which.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.registry import bind
+from ..errors import require_instance
 from ..prompt_config import PromptConfig
 from ..runtime import distributed
 from .encoders import PromptedImageEncoder, PromptedTextEncoder
-from .initialization import context_embeddings, random_part, template_plan
+from .initialization import check_searched, context_embeddings, inherit_prompts, random_part, template_plan
 from .learners import PromptLearner, PromptSet
 from .text_inputs import TokenizedPrompts, build_prompts, plan_text_input
+
+
+class Classification(NamedTuple):
+    logits: torch.Tensor  # (B, C)
+    image: torch.Tensor  # (B, embed_dim), normalised
+    text: torch.Tensor  # (C, embed_dim), normalised
 
 
 class PromptedCLIP(nn.Module):
@@ -32,7 +39,9 @@ class PromptedCLIP(nn.Module):
         super().__init__()
         for param in clip_model.parameters():
             param.requires_grad_(False)
-        self.backbone = BackboneSpec.of(clip_model)
+        family = bind(clip_model)
+        self.backbone = family.spec()
+        self._tokenizer = family.tokenizer  # the frozen features of hand-crafted prompts need it
         self.text_encoder = PromptedTextEncoder(clip_model, checkpoint=text_checkpoint)
         self.text_chunk = text_chunk
         self.image_encoder = PromptedImageEncoder(clip_model)
@@ -111,10 +120,29 @@ class PromptedCLIP(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C)``: scaled cosine similarity of image and class text features."""
+        return self.classify(images).logits
+
+    def classify(self, images: torch.Tensor) -> "Classification":
+        """Logits with the normalised image and class text features they come from (training
+        objectives that regularise the features need them)."""
         prompt_set = self.prompt_learner()
         image = self.encode_image(images, prompt_set)
         text = self.encode_text(prompt_set)
-        return self.logit_scale.exp() * image @ text.t()
+        return Classification(self.logit_scale.exp() * image @ text.t(), image, text)
+
+    @torch.no_grad()
+    def frozen_text_features(self, classnames: Sequence[str], template: str) -> torch.Tensor:
+        """Unnormalised features of ``template`` filled with each class name, from the frozen text
+        encoder without any prompt (hand-crafted prompt features): ``(C, embed_dim)``."""
+        prompts = build_prompts(classnames, [template], context_length=self.backbone.context_length,
+                                tokenizer=self._tokenizer)
+        prompts.tokens, prompts.eot = prompts.tokens.to(self.text_tokens.device), prompts.eot.to(self.text_tokens.device)
+        return self.text_encoder(prompts, None, "prefix").float()
+
+    @torch.no_grad()
+    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised features of ``images`` from the frozen image encoder without any prompt."""
+        return F.normalize(self.image_encoder(images, None, "prefix").float(), dim=-1)
 
     @contextlib.contextmanager
     def cached_text_features(self):
@@ -144,27 +172,36 @@ def build_prompted_clip(
     truncate: bool = True,
     merge: str = "features",
     text_checkpoint: bool = False,
+    supernet=None,
 ) -> PromptedCLIP:
     """A :class:`PromptedCLIP` with fixed-length prompts as ``config`` describes them.
 
     ``ctx_init`` (e.g. "a photo of a") gives the text input tokens their initial values under
     native insertion when it is long enough, as in CoOp and MaPLe; ``text_init="template"`` does
-    so in either form, with "a photo of a" when ``ctx_init`` is empty (:mod:`.initialization`); ``templates`` replaces the fixed
-    text ("a photo of a {}."); several are merged per ``merge`` (see :class:`TokenizedPrompts`).
-    ``text_checkpoint``: activation checkpointing in the text encoder (see :class:`PromptedCLIP`).
+    so in either form, with "a photo of a" when ``ctx_init`` is empty; ``"searched"`` (both inits)
+    starts every prompt from ``supernet``'s (a search's learner) candidates of the chosen lengths
+    (:mod:`.initialization`). ``templates`` replaces the fixed text ("a photo of a {}."); several
+    are merged per ``merge`` (see :class:`TokenizedPrompts`). ``text_checkpoint``: activation
+    checkpointing in the text encoder (see :class:`PromptedCLIP`).
     """
-    backbone = BackboneSpec.of(clip_model)
-    config.validate(backbone)
-    text_init, ctx_init, from_context = template_plan(text_init, ctx_init)
-    vision_init = random_part(vision_init)
-    templates, n_slots, mode = plan_text_input(config.insertion, config.input_length("text"), ctx_init, templates)
-    prompts = build_prompts(classnames, templates, n_slots, mode, backbone.context_length, truncate, merge)
+    require_instance(config, PromptConfig, "build_prompted_clip's config",
+                     "a dict d becomes one with PromptConfig.from_dict(d), a file with PromptConfig.load(path)")
+    family = bind(clip_model)
+    backbone = family.spec()  # PromptLearner validates config against it
+    inherits = check_searched(text_init, vision_init, supernet)
+    ctx_init, from_context = template_plan(text_init, ctx_init)
+    templates, n_slots, mode = plan_text_input(config.insertion, config.input_length("text"), ctx_init, templates,
+                                               family.tokenizer)
+    prompts = build_prompts(classnames, templates, n_slots, mode, backbone.context_length, truncate, merge,
+                            family.tokenizer)
     layer0 = None
     if mode == "overlay":
-        with torch.no_grad():
-            layer0 = clip_model.token_embedding(prompts.tokens[0, 1: 1 + n_slots]).float()
+        layer0 = family.word_embeddings(prompts.tokens[0, 1: 1 + n_slots].tolist())
     elif from_context and config.text[0]:  # prefix form: the same words as keys and values
         layer0 = context_embeddings(clip_model, ctx_init, config.text[0])
-    learner = PromptLearner(config, backbone, text_init, vision_init, layer0_text=layer0)
+    learner = PromptLearner(config, backbone, random_part(text_init), random_part(vision_init), layer0_text=layer0)
     learner.to(clip_model.logit_scale.device)
-    return PromptedCLIP(clip_model, prompts, learner, text_checkpoint=text_checkpoint)
+    model = PromptedCLIP(clip_model, prompts, learner, text_checkpoint=text_checkpoint)
+    if inherits:
+        inherit_prompts(model, supernet.to(clip_model.logit_scale.device))
+    return model

@@ -5,7 +5,17 @@
   ensembling does; the official DPL code averages the token *embeddings* of the 60 sequences instead.
 * ``DATASET_TEMPLATES``: the hand-written per-dataset prompt of CoOp"s zero-shot CLIP baseline,
   keyed by the Dassl dataset name.
+* ``DEFAULT_CONTEXT`` / ``DEFAULT_TEMPLATE``: "a photo of a {}.", CLIP's prompt and the fixed
+  text of the official DPL search; its words initialise MaPLe's and IVLP's text prompts.
+* ``TEXT_INPUTS`` and :func:`text_input`: the named fixed texts a run chooses from.
 """
+
+from typing import List, Optional, Tuple
+
+from ..errors import OptionError
+
+DEFAULT_CONTEXT = "a photo of a"
+DEFAULT_TEMPLATE = DEFAULT_CONTEXT + " {}."
 
 IMAGENET_TEMPLATES = (
     "a photo of a {}.",
@@ -87,3 +97,21 @@ DATASET_TEMPLATES = {
     "ImageNetA": "a photo of a {}.",
     "ImageNetR": "a photo of a {}.",
 }
+
+# default: the design's own text ("a photo of a {}." or the baseline's context); embedding_ensemble:
+# the 60 ImageNet templates' token embeddings averaged into one sequence per class (the official DPL
+# train stage); ensemble: their features averaged (CLIP); custom: CoOp's hand-written dataset prompt.
+TEXT_INPUTS = ("default", "embedding_ensemble", "ensemble", "custom")
+
+
+def text_input(text: str, dataset: str = "") -> Tuple[Optional[List[str]], str]:
+    """``(templates, merge)`` of the fixed text ``text`` (one of :data:`TEXT_INPUTS`); templates
+    None = the design's default text (:func:`~dpl_plugin.prompting.text_inputs.plan_text_input`)."""
+    if text in ("ensemble", "embedding_ensemble"):
+        return list(IMAGENET_TEMPLATES), "embeddings" if text == "embedding_ensemble" else "features"
+    if text == "custom":
+        if dataset not in DATASET_TEMPLATES:
+            raise OptionError(f"TRAINER.DPL.TEXT custom: no hand-written prompt for dataset '{dataset}'; known: "
+                              f"{sorted(DATASET_TEMPLATES)}. Use TEXT default or ensemble")
+        return [DATASET_TEMPLATES[dataset]], "features"
+    return None, "features"

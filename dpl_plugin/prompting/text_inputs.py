@@ -21,12 +21,11 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from ..backbones.clip_package import clip_api
-from ..errors import DPLError
+from ..backbones.interface import BPETokenizer
+from ..backbones.registry import default_tokenizer
+from ..errors import ArgumentTypeError, DPLError
+from .templates import DEFAULT_TEMPLATE
 
-_tokenizer = clip_api._tokenizer
-SOT = _tokenizer.encoder["<|startoftext|>"]
-EOT = _tokenizer.encoder["<|endoftext|>"]
 PLACEHOLDER = "X"
 MERGES = ("features", "embeddings")
 
@@ -39,8 +38,10 @@ def clean_classname(name: str) -> str:
     return name.replace("_", " ")
 
 
-def bpe(text: str) -> List[int]:
-    return _tokenizer.encode(text)
+def bpe(text: str, tokenizer: Optional[BPETokenizer] = None) -> List[int]:
+    """Token ids of ``text`` (no start or end marker) under the backbone's tokenizer (openai clip's
+    when none is given)."""
+    return (tokenizer or default_tokenizer()).encode(text)
 
 
 @dataclass
@@ -64,35 +65,54 @@ class TokenizedPrompts:
         return self.tokens.shape[1]
 
 
+def check_classnames(classnames) -> List[str]:
+    """``classnames`` as a list of strings; one string (``"abc"`` would be 3 classes), a mapping, an
+    empty list or a name that is not a string is an :class:`~dpl_plugin.errors.ArgumentTypeError`."""
+    if isinstance(classnames, (str, bytes)) or not hasattr(classnames, "__iter__") or hasattr(classnames, "keys"):
+        raise ArgumentTypeError(f"classnames must be a list of class names, got {type(classnames).__name__} "
+                                f"{classnames!r:.60}: pass [{classnames!r:.40}] for a single class")
+    names = list(classnames)
+    if not names:
+        raise ArgumentTypeError("no class names given: pass a list of class names (at least two for a classifier)")
+    wrong = [n for n in names if not isinstance(n, str)]
+    if wrong:
+        raise ArgumentTypeError(f"class names must be strings, got {type(wrong[0]).__name__} {wrong[0]!r:.60}")
+    return names
+
+
 def build_prompts(
     classnames: Sequence[str],
-    templates: Sequence[str] = ("a photo of a {}.",),
+    templates: Sequence[str] = (DEFAULT_TEMPLATE,),
     n_slots: int = 0,
     slot_mode: str = "prepend",
     context_length: int = 77,
     truncate: bool = True,
     merge: str = "features",
+    tokenizer: Optional[BPETokenizer] = None,
 ) -> TokenizedPrompts:
     """Tokenize ``template.format(class)`` for every class and template, with ``n_slots`` slots.
 
     Raises :class:`ContextOverflowError` naming the class whose prompt exceeds ``context_length``.
     ``truncate=False`` keeps all ``context_length`` positions (the reference computation).
+    ``tokenizer``: the backbone's (``dpl_plugin.backbones.registry.bind(model).tokenizer``);
+    openai clip's when None.
     """
     if slot_mode not in ("prepend", "overlay"):
         raise ValueError(f"slot_mode must be 'prepend' or 'overlay', got '{slot_mode}'")
     if merge not in MERGES:
         raise ValueError(f"merge must be one of {MERGES}, got '{merge}'")
-    if not classnames:
-        raise ValueError("no class names given")
+    classnames = check_classnames(classnames)
+    tok = tokenizer or default_tokenizer()
     rows, overlay_text = [], None
     for name in classnames:
         for template in templates:
-            body = bpe(template.format(clean_classname(name)))
+            body = tok.encode(template.format(clean_classname(name)))
             if slot_mode == "overlay":
-                overlay_text = _check_overlay(template, body, n_slots, overlay_text)
-                ids = [SOT] + body + [EOT]
+                overlay_text = _check_overlay(template, body, n_slots, overlay_text, tok)
+                ids = [tok.sot] + body + [tok.eot]
             else:
-                ids = [SOT] + bpe(" ".join([PLACEHOLDER] * n_slots)) + body + [EOT] if n_slots else [SOT] + body + [EOT]
+                slots = tok.encode(" ".join([PLACEHOLDER] * n_slots)) if n_slots else []
+                ids = [tok.sot] + slots + body + [tok.eot]
             if len(ids) > context_length:
                 raise ContextOverflowError(
                     f"class '{name}' does not fit CLIP's {context_length}-token context: "
@@ -108,29 +128,22 @@ def build_prompts(
     return TokenizedPrompts(tokens, eot, n_slots, len(classnames), len(templates), overlay_text, merge)
 
 
-def _check_overlay(template: str, body: List[int], n_slots: int, previous: Optional[str]) -> str:
-    prefix = bpe(template.split("{}")[0])
+def _check_overlay(template: str, body: List[int], n_slots: int, previous: Optional[str],
+                   tokenizer: BPETokenizer) -> str:
+    prefix = tokenizer.encode(template.split("{}")[0])
     if n_slots > len(prefix):
         raise ValueError(
             f"cannot overlay {n_slots} learnable tokens on the template '{template}': its text before "
             f"the class name has only {len(prefix)} tokens. Use slot_mode='prepend' (random init)."
         )
-    text = _tokenizer.decode(prefix[:n_slots]).strip()
+    text = tokenizer.decode(prefix[:n_slots]).strip()
     if previous is not None and previous != text:
         raise ValueError("overlay slots need all templates to start with the same words")
     return text
 
 
-def check_context(classnames: Sequence[str], templates=("a photo of a {}.",), n_slots: int = 0,
-                  context_length: int = 77) -> None:
-    """Raise :class:`ContextOverflowError` if any class prompt does not fit the context."""
-    build_prompts(classnames, templates, n_slots, "prepend", context_length)
-
-
-DEFAULT_TEMPLATE = "a photo of a {}."
-
-
-def plan_text_input(insertion: str, n_input: int, ctx_init: str = "", templates: Optional[Sequence[str]] = None):
+def plan_text_input(insertion: str, n_input: int, ctx_init: str = "", templates: Optional[Sequence[str]] = None,
+                    tokenizer: Optional[BPETokenizer] = None):
     """Templates, slot count and slot mode for a design's text input (the baselines' rules).
 
     * prefix insertion, or no input tokens: the fixed prompt ("a photo of a {}." by default);
@@ -141,11 +154,12 @@ def plan_text_input(insertion: str, n_input: int, ctx_init: str = "", templates:
     if insertion != "native" or n_input == 0:
         return list(templates or [DEFAULT_TEMPLATE]), 0, "prepend"
     ctx_init = clean_classname(ctx_init).strip()
-    if ctx_init and n_input <= len(bpe(ctx_init)):
+    n_words = len(bpe(ctx_init, tokenizer))
+    if ctx_init and n_input <= n_words:
         return [f"{ctx_init} {{}}."], n_input, "overlay"
     if ctx_init:
         warnings.warn(
-            f"ctx_init '{ctx_init}' has {len(bpe(ctx_init))} tokens, fewer than the {n_input} input prompt tokens: "
+            f"ctx_init '{ctx_init}' has {n_words} tokens, fewer than the {n_input} input prompt tokens: "
             f"they start random before '{{}}.' (MaPLe/IVLP's rule). CoOp instead uses one token per init "
-            f"word: PromptConfig.coop(n_ctx={len(bpe(ctx_init))}).", stacklevel=3)
+            f"word: PromptConfig.coop(n_ctx={n_words}).", stacklevel=3)
     return list(templates or ["{}."]), n_input, "prepend"

@@ -12,6 +12,8 @@ import contextlib
 import os
 import tempfile
 
+from .safe_files import writing
+
 
 def current_umask() -> int:
     """The process's umask, read without changing it where Linux shows it (os.umask can only set it)."""
@@ -29,7 +31,16 @@ def current_umask() -> int:
 
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "wb"):
-    """Open a temporary file beside ``path``; on success it replaces ``path`` in one step."""
+    """Open a temporary file beside ``path``; on success it replaces ``path`` in one step (a link at
+    ``path`` is replaced, never followed). A write that fails for want of permission or space is an
+    :class:`~dpl_plugin.runtime.safe_files.UnwritableOutputError` naming ``path``; ``path`` is left as it was."""
+    with writing(path):
+        with _atomic_write(path, mode) as f:
+            yield f
+
+
+@contextlib.contextmanager
+def _atomic_write(path: str, mode: str):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))

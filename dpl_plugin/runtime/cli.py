@@ -5,7 +5,8 @@ missing weights or data, a checkpoint that does not match, a NaN loss) ends the 
 ``error: <message>`` on stderr and exit code 1, without a traceback: the message names the problem
 and the fix. Ctrl-C ends it with a line saying that the same command resumes the run, and exit code
 130 (the shell's code for SIGINT). ``--debug`` or ``DPL_DEBUG=1`` adds the traceback. Any other
-exception is a bug, and keeps its traceback.
+exception is a bug, and keeps its traceback, except an operating-system error of writing (no
+permission, a read-only or full disk), which is reported as one message naming the file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import traceback
 from typing import Callable
 
 from ..errors import DPLError
+from .safe_files import environment_error
 
 DEBUG_ENV = "DPL_DEBUG"
 EXIT_ERROR = 1
@@ -38,6 +40,12 @@ def run(main: Callable[[], object], debug: bool = False) -> int:
         return EXIT_INTERRUPTED
     except DPLError as err:
         _report(f"error: {err}", debug)
+        return EXIT_ERROR
+    except (OSError, RuntimeError) as err:
+        expected = environment_error(err)  # a write that no module wrapped: still the disk, not a bug
+        if expected is None:
+            raise
+        _report(f"error: {expected}", debug)
         return EXIT_ERROR
     return 0
 

@@ -23,6 +23,7 @@ from typing import Dict, Optional
 
 from ..errors import DPLError
 from . import distributed
+from .safe_files import writing
 
 LOCK_FILE = ".dpl.lock"
 
@@ -45,13 +46,15 @@ class OutputLock:
     def acquire(self) -> "OutputLock":
         if not distributed.is_main():  # several processes of one run: rank 0 writes, rank 0 locks
             return self
-        os.makedirs(self.directory, exist_ok=True)
+        with writing(self.directory):
+            os.makedirs(self.directory, exist_ok=True)
         key = os.path.realpath(self.path)
         held = _HELD.get(key)
         if held is not None:  # this process holds it already: share it
             held._depth += 1
             return held
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        with writing(self.path):  # O_NOFOLLOW: a link planted as the lock file is refused, never written through
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -59,9 +62,10 @@ class OutputLock:
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise OutputLockedError(_refusal(self.directory, _read_holder(self.path))) from None
             return self  # no locking on this file system (e.g. ENOLCK): go on unlocked
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(_holder()).encode())
-        os.fsync(fd)
+        with writing(self.path):
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(_holder()).encode())
+            os.fsync(fd)
         self._fd, self._depth = fd, 1
         _HELD[key] = self
         return self
@@ -94,7 +98,7 @@ def _holder() -> dict:
 
 def _read_holder(path: str) -> dict:
     try:
-        with open(path) as f:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW)) as f:
             return json.load(f)
     except (OSError, ValueError):  # the holder has not written it yet
         return {}

@@ -2,7 +2,10 @@
 
 A resumed run restores these so that it continues exactly as the uninterrupted run would have.
 States are stored as tensors and plain Python values, so checkpoints load with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``; they must be loaded onto the CPU (``torch.set_rng_state`` and
+``torch.cuda.set_rng_state`` take CPU byte tensors). Of the GPUs, only the process's own device
+(``torch.cuda.current_device()``) is saved and restored: a process draws from no other, and a
+checkpoint written with 8 GPUs visible then resumes where 2 are.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def capture_rng_state() -> Dict[str, Any]:
         "python": _to_lists(random.getstate()),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
@@ -40,7 +43,18 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(_to_tuples(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        own = _own_device_state(state["cuda"])
+        if own is not None:
+            torch.cuda.set_rng_state(own, torch.cuda.current_device())
+
+
+def _own_device_state(saved):
+    """This process's GPU state: the saved one, or from a checkpoint that held every visible device's
+    (a list, written before only the own device was saved) the entry of the current device, if any."""
+    if not isinstance(saved, (list, tuple)):
+        return saved
+    index = torch.cuda.current_device()
+    return saved[index] if index < len(saved) else None
 
 
 def _to_lists(value):

@@ -2,14 +2,16 @@
 
 Every training minibatch makes two steps (first-order DARTS, as the official code):
 
-1. ``alpha`` step: cross-entropy of a *validation* batch, gradients for ``alpha`` only, Adam;
-2. prompt step: cross-entropy of the training batch, gradients for the prompts only, the prompt
+1. ``alpha`` step (:class:`~dpl_plugin.search.architect.Architect`): the objective (cross-entropy by
+   default, :mod:`dpl_plugin.engine.objectives`) of a *validation* batch, gradients for ``alpha``
+   only, Adam (``second_order=True``: DARTS's unrolled approximation);
+2. prompt step: the objective of the training batch, gradients for the prompts only, the prompt
    optimizer (SGD in the recipe).
 
 Validation batches come from cycling a (shuffled) validation loader, so ``alpha`` sees all of the
-validation data rather than the same first batch. ``second_order=True`` replaces step 1 by
-DARTS's unrolled approximation. After every epoch the loop records ``softmax(alpha)``, writes the
-history and heatmaps, and checkpoints everything needed to resume exactly where it stopped.
+validation data rather than the same first batch. After every epoch the loop records
+``softmax(alpha)``, writes the history and heatmaps, and checkpoints everything needed to resume
+exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -18,29 +20,30 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ..engine.batches import accuracy, default_batch
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.finite import check_finite
+from ..engine.objectives import Objective
 from ..engine.progress import EpochProgress
 from ..engine.training import evaluate
-from ..errors import DPLError, NonFiniteLossError
+from ..errors import DPLError, require_instance
 from ..prompt_config import PromptConfig
 from ..runtime import distributed
 from ..runtime.reproducibility import capture_rng_state, restore_rng_state
-from ..runtime.sharded_data import set_epoch
+from ..runtime.sharded_data import set_epoch, unpadded
+from .architect import Architect, apply_gradients
 from .definition import differences, flatten
-from .discretize import confidence_summary, derive_config
-from .stopping import should_stop
+from .discretize import check_budget, confidence_summary, derive_config
 from .health import check_alpha
 from .history import AlphaHistory, format_confidence
 from .plots import plot_history
-from .regularizers import alpha_noise, alpha_penalty
+from .regularizers import alpha_noise
 from .selection import Selection, select
+from .stopping import should_stop
 from .settings import SearchSettings, temperature_at
 from .supernet import SupernetPromptLearner
 
@@ -129,7 +132,9 @@ class SearchResult:
 class BilevelSearch:
     """Search prompt lengths for ``model`` (a :class:`PromptedCLIP` with a supernet learner).
 
-    ``prompt_optimizer`` must hold the learner's prompt parameters and not ``alpha``;
+    ``prompt_optimizer`` must hold the learner's prompt parameters and not ``alpha``; the final
+    validation accuracy evaluates ``val_loader``'s images once each (a loader from
+    :func:`~dpl_plugin.runtime.sharded_data.loader` without its padding; another iterable as it is);
     ``scheduler`` (optional) is stepped once per epoch. ``output_dir`` receives the searched
     configuration, the alpha history, heatmaps and the resumable checkpoint.
     """
@@ -138,30 +143,27 @@ class BilevelSearch:
                  prompt_optimizer: torch.optim.Optimizer, scheduler=None,
                  settings: Optional[SearchSettings] = None, output_dir: Optional[str] = None,
                  device: Optional[torch.device] = None, batch_fn: Callable = default_batch,
-                 provenance: Optional[Dict[str, Any]] = None):
+                 provenance: Optional[Dict[str, Any]] = None, objective: Optional[Objective] = None):
         self.model = model
+        self.objective = objective or Objective()  # both steps' loss (a prepared objective); cross-entropy
         self.learner: SupernetPromptLearner = model.prompt_learner
         if not isinstance(self.learner, SupernetPromptLearner):
             raise TypeError("BilevelSearch needs a model built with a SupernetPromptLearner (see build_supernet)")
-        self.settings = (settings or SearchSettings()).resolved()
-        if self.settings.second_order and self.settings.precision == "amp":
-            raise ValueError("the second-order alpha step is implemented for fp32 only")
+        self.settings = require_instance(settings or SearchSettings(), SearchSettings, "the search's settings",
+                                         "pass SearchSettings(...) (a dict d: SearchSettings(**d))").resolved()
+        check_budget(self.learner, self.settings.token_budget)
         self.train_loader, self.batch_fn = train_loader, batch_fn
         self.val_loader = val_loader
         self.val_batches = CyclingIterator(val_loader)
         self.device = device or self.learner.lengths.device
         self.prompt_optimizer, self.scheduler = prompt_optimizer, scheduler
-        self.arch_params = self.learner.arch_parameters()
         self.prompt_params = self.learner.prompt_parameters()
-        arch_ids = {id(p) for p in self.arch_params}
-        if any(id(p) in arch_ids for g in prompt_optimizer.param_groups for p in g["params"]):
-            raise ValueError("the prompt optimizer holds alpha: give it learner.prompt_parameters() only")
-        s = self.settings
-        self.alpha_optimizer = torch.optim.Adam(self.arch_params, lr=s.alpha_lr, betas=tuple(s.alpha_betas),
-                                                weight_decay=s.alpha_weight_decay)
-        amp = s.precision == "amp" and self.device.type == "cuda"
+        amp = self.settings.precision == "amp" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.autocast = amp
+        # A lambda, so that the architect always calls this search's current _loss.
+        self.architect = Architect(self.learner, self.settings, prompt_optimizer,
+                                   lambda batch, phase: self._loss(batch, phase), self.scaler)
         self.output_dir = output_dir
         self.provenance = dict(provenance or {})
         self.history = AlphaHistory(self.learner.candidates)
@@ -176,8 +178,7 @@ class BilevelSearch:
         images, labels = self.batch_fn(batch)
         images, labels = images.to(self.device), labels.to(self.device)
         with torch.autocast(self.device.type, enabled=self.autocast):
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels)
+            loss, logits, _ = self.objective(self.model, images, labels)
         check_finite(loss, phase, f"epoch {self.epoch + 1}, iteration {self.iteration + 1}", self._on_disk())
         self.samples += labels.numel()
         return loss, logits.detach(), labels
@@ -186,57 +187,6 @@ class BilevelSearch:
         if self.output_dir and os.path.isfile(os.path.join(self.output_dir, CHECKPOINT_FILE)):
             return f"the checkpoint of epoch {self.epoch} in {self.output_dir} is intact."
         return "no earlier checkpoint exists."
-
-    def _apply(self, loss, params: List[torch.nn.Parameter], optimizer) -> None:
-        """Gradients of ``loss`` for ``params`` only, then one optimizer step."""
-        grads = _grad(self.scaler.scale(loss), params)
-        for param, grad in zip(params, grads):
-            param.grad = grad
-        self.scaler.step(optimizer)
-        optimizer.zero_grad(set_to_none=True)
-
-    def _alpha_step(self, val_batch, train_batch) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.settings.second_order:
-            return self._unrolled_alpha_step(val_batch, train_batch)
-        loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
-        self._apply(loss + alpha_penalty(self.learner, self.settings, self.epoch), self.arch_params,
-                    self.alpha_optimizer)
-        return loss, logits, labels
-
-    def _unrolled_alpha_step(self, val_batch, train_batch):
-        """DARTS second order: ``grad_a L_val(w - xi grad_w L_train(w, a), a)`` by finite differences."""
-        params = self.prompt_params
-        group = self.prompt_optimizer.param_groups[0]
-        xi, decay = group["lr"], group.get("weight_decay", 0.0)
-        saved = [p.detach().clone() for p in params]
-        train_loss, _, _ = self._loss(train_batch, "training (unrolled alpha step)")
-        grads = _zeros_for_none(_grad(train_loss, params), params)
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p.sub_(xi * (g + decay * p))
-        val_loss, logits, labels = self._loss(val_batch, "validation (alpha step)")
-        objective = val_loss + alpha_penalty(self.learner, self.settings, self.epoch)  # it does not depend on w
-        grads = _grad(objective, self.arch_params + params)
-        alpha_grads = _zeros_for_none(grads[: len(self.arch_params)], self.arch_params)
-        w_grads = _zeros_for_none(grads[len(self.arch_params):], params)
-        eps = 0.01 / (torch.cat([g.flatten() for g in w_grads]).norm() + 1e-12)
-
-        def alpha_grad_at(sign: float):
-            with torch.no_grad():
-                for p, w, g in zip(params, saved, w_grads):
-                    p.copy_(w + sign * eps * g)
-            loss, _, _ = self._loss(train_batch, "training (unrolled alpha step)")
-            return _zeros_for_none(_grad(loss, self.arch_params), self.arch_params)
-
-        plus, minus = alpha_grad_at(1.0), alpha_grad_at(-1.0)
-        with torch.no_grad():
-            for p, w in zip(params, saved):
-                p.copy_(w)
-        for a, g, gp, gm in zip(self.arch_params, alpha_grads, plus, minus):
-            a.grad = g - xi * (gp - gm) / (2 * eps)
-        self.alpha_optimizer.step()
-        self.alpha_optimizer.zero_grad(set_to_none=True)
-        return val_loss, logits, labels
 
     # -- epochs ------------------------------------------------------------------------------------
     def _alpha_moves(self) -> bool:
@@ -258,15 +208,17 @@ class BilevelSearch:
         count = 0
         total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
         bar = EpochProgress(self.train_loader, f"search {self.epoch + 1}/{self.settings.epochs}", self.epoch + 1,
-                            self.settings.epochs, total=total, enabled=distributed.is_main())
+                            self.settings.epochs, total=total, enabled=distributed.is_main(),
+                            closing_line=False)  # the epoch's one line is _log_epoch's, with the timing
+        self._epoch_timing = bar
         for self.iteration, train_batch in enumerate(bar):
             if moves:
-                val_loss, val_logits, val_labels = self._alpha_step(next(self.val_batches), train_batch)
+                val_loss, val_logits, val_labels = self.architect.step(next(self.val_batches), train_batch, self.epoch)
                 sums["val_loss"] += val_loss.item()
                 sums["val_acc"] += accuracy(val_logits, val_labels)
             with alpha_noise(self.learner, self.settings, self.epoch):  # SDARTS-RS (off by default)
                 loss, logits, labels = self._loss(train_batch, "training (prompt step)")
-                self._apply(loss, self.prompt_params, self.prompt_optimizer)
+                apply_gradients(loss, self.prompt_params, self.prompt_optimizer, self.scaler)
             self.scaler.update()
             count += 1
             sums["train_loss"] += loss.item()
@@ -282,7 +234,9 @@ class BilevelSearch:
             os.makedirs(self.output_dir, exist_ok=True)
         path = os.path.join(self.output_dir, CHECKPOINT_FILE) if self.output_dir else None
         if path and self.settings.resume and os.path.isfile(path):
-            self.load_state_dict(load_checkpoint(path, map_location=self.device))
+            # On the CPU: random states must stay there (torch.set_rng_state takes CPU byte tensors);
+            # load_state_dict moves parameters and optimizer states to their parameters' device.
+            self.load_state_dict(load_checkpoint(path))
             logger.info("Resumed the search from %s after epoch %d", path, self.epoch)
         started = time.time()
         epochs = self.settings.epochs
@@ -292,7 +246,7 @@ class BilevelSearch:
                 self.scheduler.step()
             self.epoch += 1
             self.history.record(self.learner)
-            check_alpha(self.learner, self.alpha_optimizer)
+            check_alpha(self.learner, self.architect.optimizer)
             self._log_epoch(stats)
             if path:
                 state = self.state_dict()  # on every process: it gathers each one's random state
@@ -310,10 +264,11 @@ class BilevelSearch:
         with torch.no_grad():
             tokens = self.learner.expected_tokens().item()
         logger.info(
-            "epoch [%d/%d] train loss %.4f acc %.1f%% | %s | lr %.3e | T %.3g | E[tokens] %.1f | text %s | vision %s",
+            "epoch [%d/%d] train loss %.4f acc %.1f%% | %s | lr %.3e | T %.3g | E[tokens] %.1f | text %s | "
+            "vision %s | %s",
             self.epoch, self.settings.epochs, stats["train_loss"], stats["train_acc"], alpha,
             self.prompt_optimizer.param_groups[0]["lr"], self.learner.alpha.temperature, tokens,
-            current.text, current.vision,
+            current.text, current.vision, self._epoch_timing.timing(),
         )
 
     def _write_reports(self, final: bool) -> Dict[str, str]:
@@ -326,6 +281,8 @@ class BilevelSearch:
 
     def config(self) -> PromptConfig:
         info = {**self.provenance, "search": self.settings.definition()}
+        if self.objective.name != Objective.name:
+            info["objective"] = self.objective.describe()
         if self.val_accuracy is not None:
             info["supernet_val_accuracy"] = round(self.val_accuracy, 2)
         if self.selection is not None and self.selection.method != "argmax":
@@ -345,7 +302,7 @@ class BilevelSearch:
         rng = capture_rng_state()  # evaluating must not change what follows the search
         # The supernet on the whole validation split (deterministic mixture): the number its searched
         # configuration's trained accuracy is compared with (the discretisation gap).
-        self.val_accuracy = evaluate(self.model, self.val_loader, self.batch_fn, progress=False)
+        self.val_accuracy = evaluate(self.model, unpadded(self.val_loader), self.batch_fn, progress=False)
         self.selection = self._select()
         restore_rng_state(rng)
         files = self._write_reports(final=True) if self.output_dir and distributed.is_main() else {}
@@ -359,9 +316,12 @@ class BilevelSearch:
 
     # -- state ------------------------------------------------------------------------------------
     def _signature(self) -> Dict[str, Any]:
-        return {"candidates": list(self.learner.candidates),
-                "tables": {k: list(t.shape) for k, t in self.learner.alpha.tables.items()},
-                "settings": self.settings.definition()}
+        signature = {"candidates": list(self.learner.candidates),
+                     "tables": {k: list(t.shape) for k, t in self.learner.alpha.tables.items()},
+                     "settings": self.settings.definition()}
+        if self.objective.name != Objective.name:  # plain cross-entropy: as recorded before objectives existed
+            signature["objective"] = self.objective.describe()
+        return signature
 
     def state_dict(self) -> Dict[str, Any]:
         return {
@@ -370,13 +330,14 @@ class BilevelSearch:
             "epoch": self.epoch,
             "learner": self.learner.state_dict(),
             "prompt_optimizer": self.prompt_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "alpha_optimizer": self.architect.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "history": self.history.to_dict(),
             "val_batches": distributed.per_rank(self.val_batches.state_dict()),
             "rng": distributed.per_rank(capture_rng_state()),
             "samples": distributed.per_rank(self.samples),
+            "gumbel_noise": self.learner.alpha.noise.get_state(),  # the same on every process
             "settings": asdict(self.settings),
         }
 
@@ -392,7 +353,7 @@ class BilevelSearch:
             )
         self.learner.load_state_dict(state["learner"])
         self.prompt_optimizer.load_state_dict(state["prompt_optimizer"])
-        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.architect.load_state_dict(state["alpha_optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -401,17 +362,8 @@ class BilevelSearch:
         self.val_batches.load_state_dict(distributed.own(state["val_batches"]))  # replays RNG: restore RNG after it
         restore_rng_state(distributed.own(state["rng"]))
         self.samples = distributed.own(state.get("samples", 0))
-
-
-def _grad(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:
-    """Gradients of ``loss`` for ``params`` (None where unused), averaged over processes: each
-    process's loss is the mean over its share of the batch, so the average is the gradient of the
-    mean over the whole batch (autograd.grad bypasses DistributedDataParallel: reduce here)."""
-    return distributed.average_gradients(torch.autograd.grad(loss, params, allow_unused=True))
-
-
-def _zeros_for_none(grads: Sequence[Optional[torch.Tensor]], params) -> List[torch.Tensor]:
-    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+        if "gumbel_noise" in state:
+            self.learner.alpha.noise.set_state(state["gumbel_noise"])
 
 
 __all__ = [

@@ -102,8 +102,17 @@ def read_recorded(folder: str) -> Optional[Dict[str, Any]]:
     path = os.path.join(folder, DEFINITION_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        recorded = err
+    if not isinstance(recorded, dict):
+        raise SearchDefinitionMismatchError(
+            f"{path} is damaged ({recorded}), so whether the interrupted search beside it is the one this run asks "
+            f"for cannot be told. If this run's settings are the ones it was started with, delete {path} and run "
+            f"again: the search resumes from its checkpoint. {_start_over(folder)}")
+    return recorded
 
 
 def _raise_on_differences(recorded: Mapping[str, Any], current: Mapping[str, Any], what: str, folder: str):

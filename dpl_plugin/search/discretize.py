@@ -13,16 +13,37 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..errors import OptionError
 from ..prompt_config import PromptConfig
-from .history import AlphaHistory
+from .history import CONFIDENT, AlphaHistory
 from .supernet import SupernetPromptLearner
 
-CONFIDENT = 0.6  # top probability from which a layer's choice counts as decided
+class TokenBudgetError(OptionError):
+    """A token budget too small for any configuration with a prompt."""
+
 
 
 def _tokens_per_choice(learner: SupernetPromptLearner, key: str) -> int:
     """A coupled table's choice puts its tokens in both branches."""
     return len(learner.branches) if key == "coupled" else 1
+
+
+def smallest_prompt(learner: SupernetPromptLearner) -> int:
+    """Tokens of the cheapest configuration that prompts anything: the shortest positive candidate
+    in one layer of the cheapest table (a coupled one counts in both branches)."""
+    shortest = min(c for c in learner.candidates if c > 0)
+    return shortest * min(_tokens_per_choice(learner, k) for k in learner.alpha.tables)
+
+
+def check_budget(learner: SupernetPromptLearner, budget: int) -> None:
+    """A token budget that no configuration with a prompt fits would make the search's result empty
+    whatever alpha learns: refuse it before the search runs."""
+    needed = smallest_prompt(learner)
+    if budget and budget < needed:
+        coupled = " (a coupled token counts in both branches)" if "coupled" in learner.alpha.tables else ""
+        raise TokenBudgetError(
+            f"TOKEN_BUDGET {budget} is below the {needed} tokens that the smallest configuration with any prompt "
+            f"needs{coupled}: every result would be empty. Set TOKEN_BUDGET to at least {needed}, or 0 for no budget")
 
 
 def choose(learner: SupernetPromptLearner, budget: int = 0) -> Dict[str, List[int]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.optim import RECIPE_LR
 from ..errors import DPLError
 
 SATURATED = 1e-6  # a top probability within this of 1 is saturated
@@ -42,7 +43,7 @@ def check_alpha(learner, alpha_optimizer: torch.optim.Optimizer) -> None:
                 f"alpha saturated after only {steps} alpha steps: {key} layer {layer} gives length {chosen} "
                 f"probability {float(top.values[layer]):.7f} (logits up to {float(logits.abs().max()):.3g}). "
                 f"A choice made this fast comes from a few noisy steps, not from learning, and can no longer "
-                f"change. {LR_KEY} {lr:g} is far too large (the recipe's is 0.0035): lower it and search "
+                f"change. {LR_KEY} {lr:g} is far too large (the recipe's is {RECIPE_LR:g}): lower it and search "
                 f"again from the start (delete the search's checkpoint)")
 
 

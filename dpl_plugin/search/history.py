@@ -16,6 +16,8 @@ import torch
 from ..runtime.atomic import atomic_write
 from .supernet import SupernetPromptLearner
 
+CONFIDENT = 0.6  # top probability from which a layer's choice counts as decided
+
 
 @dataclass
 class LayerConfidence:
@@ -92,13 +94,8 @@ class AlphaHistory:
             json.dump(self.to_dict(), f)
         return path
 
-    @classmethod
-    def load(cls, path: str) -> "AlphaHistory":
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
 
-
-def format_confidence(history: AlphaHistory, threshold: float = 0.6) -> str:
+def format_confidence(history: AlphaHistory, threshold: float = CONFIDENT) -> str:
     """A table for logs: one line per layer and table."""
     lines = [f"{'table':<8}{'layer':>6}{'length':>8}{'prob':>8}{'margin':>8}{'entropy*':>9}{'stable since':>14}"
              f"{'decided':>9}"]
@@ -111,4 +108,4 @@ def format_confidence(history: AlphaHistory, threshold: float = 0.6) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["AlphaHistory", "LayerConfidence", "format_confidence"]
+__all__ = ["AlphaHistory", "CONFIDENT", "LayerConfidence", "format_confidence"]

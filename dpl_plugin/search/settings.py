@@ -1,64 +1,179 @@
 """The search's settings, one dataclass field per option, and named presets.
 
-Each field carries its yacs key (``TRAINER.DPL.SEARCH.<key>``) and help text in its metadata, so
-the Dassl config node and its mapping are generated from this one definition
-(:func:`yacs_defaults`, :meth:`SearchSettings.from_cfg`) instead of being written three times.
+Every key of ``TRAINER.DPL.SEARCH`` is one field here, whose metadata carries its yacs key, help
+text and rules, so the Dassl config node, its mapping (:func:`yacs_defaults`,
+:meth:`SearchSettings.from_cfg`), the presets and the list of robustness options are generated
+from this one definition. Adding a search option is adding a field (and the code that uses it).
 
-The robustness options (warm-up, temperature, Gumbel sampling, token cost, token budget) default
-to ``None``: "as the preset says". ``preset="paper"`` (the default) is the official recipe, so a
-published result stays one setting away; a value given explicitly always wins over the preset.
+Metadata of a field:
+
+* ``key``: its yacs key (``TRAINER.DPL.SEARCH.<key>``); ``help``: what it does;
+* ``presets``: makes it a *robustness option*: its default ``None`` means "as the preset says",
+  and ``presets`` maps each preset's name to the value (or a function of the search epochs).
+  ``preset="paper"`` (the default) is the official recipe, so a published result stays one setting
+  away; a value given explicitly always wins over the preset;
+* ``check``: ``(value) -> None``, raising ``ValueError`` for a value the search cannot use;
+* ``choices``: the allowed values;
+* ``setup``: read by whoever builds the supernet, its prompt optimizer and loaders
+  (:func:`~dpl_plugin.search.stage.search_prompt_lengths`, the Dassl trainer), not by the loop;
+  like ``cosmetic`` (does not change what a search finds) and ``length`` (how long it runs), it is
+  not part of the loop's :meth:`~SearchSettings.definition`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
+from ..engine.optim import RECIPE_LR
+from ..prompting.templates import TEXT_INPUTS
+from ..errors import OptionError
+from ..typed_fields import check_field_types
 from .definition import plain
+from .supernet import CANDIDATE_TEXT_INIT, CANDIDATE_VISION_INIT
+
+PRESET_NAMES = ("paper", "robust")
+SEARCH_OBJECTIVES = ("method", "cross_entropy")
 from .selection import SAMPLE_SOURCES, SELECTIONS
 
 
-def _opt(default, key: str, help: str, **kwargs):
-    return field(default=default, metadata={"key": key, "help": help, **kwargs})
+def _opt(default, key: str, help: str, **metadata):
+    return field(default=default, metadata={"key": key, "help": help, **metadata})
+
+
+def _robustness(key: str, help: str, check: Callable, **presets):
+    """A robustness option: ``None`` until resolved from the preset (``presets``: name -> value or
+    ``(epochs) -> value``)."""
+    assert set(presets) == set(PRESET_NAMES), f"{key}: a value for each preset {PRESET_NAMES}"
+    return _opt(None, key, help, check=check, presets=presets)
+
+
+def _count(name: str, non_negative: bool = True) -> Callable:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        if non_negative:
+            _at_least_zero(name, value)
+    return check
+
+
+def _number(name: str) -> Callable:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        _at_least_zero(name, value)
+    return check
+
+
+def _at_least_zero(name: str, value) -> None:
+    if value < 0:
+        raise ValueError(f"TOKEN_COST and TOKEN_BUDGET must be >= 0 (no negative cost or budget), got {name} {value}")
+
+
+def _two_positive(value) -> None:
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or min(value) <= 0:
+        raise ValueError(f"TEMPERATURE must be two positive numbers (start, end), got {value}")
+
+
+def _boolean(value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"GUMBEL must be True or False, got {value!r}")
+
+
+def _positive_count(key: str) -> Callable:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    return check
+
+
+def _non_negative(key: str) -> Callable:
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+    return check
+
+
+def _probability(key: str) -> Callable:
+    def check(value):
+        _non_negative(key)(value)
+        if value > 1:
+            raise ValueError(f"{key} is a probability: at most 1, got {value}")
+    return check
 
 
 @dataclass
 class SearchSettings:
-    epochs: int = _opt(80, "EPOCHS", "search epochs (alpha and prompt steps alternate every batch)")
-    alpha_lr: float = _opt(3.5e-3, "ALPHA_LR", "Adam learning rate of alpha")
+    epochs: int = _opt(80, "EPOCHS", "search epochs (alpha and prompt steps alternate every batch)", length=True)
+    alpha_lr: float = _opt(RECIPE_LR, "ALPHA_LR", "Adam learning rate of alpha")
     alpha_betas: Tuple[float, float] = _opt((0.5, 0.999), "ALPHA_BETAS", "Adam betas of alpha")
     alpha_weight_decay: float = _opt(0.0, "ALPHA_WEIGHT_DECAY", "Adam weight decay of alpha")
     second_order: bool = _opt(False, "SECOND_ORDER", "DARTS's unrolled (second-order) alpha step")
-    early_stop_patience: int = _opt(0, "EARLY_STOP", "> 0: stop once every layer's choice held this many epochs")
+    early_stop_patience: int = _opt(0, "EARLY_STOP", "> 0: stop once every layer's choice held this many epochs",
+                                    length=True)
     precision: str = "fp32"  # fp32 | amp (autocast + gradient scaling on CUDA); from TRAINER.DPL.PREC
-    resume: bool = True
+    resume: bool = field(default=True, metadata={"length": True})
     plot: bool = _opt(True, "PLOT", "alpha heatmaps (alpha_*.png) after every epoch", cosmetic=True)
+    # -- what the supernet, its prompt optimizer and the loaders are built with --------------------
+    lr: float = _opt(RECIPE_LR, "LR", "learning rate of the candidate prompts (their optimizer: OPTIM's other keys)",
+                     setup=True)
+    batch_size: int = _opt(4, "BATCH_SIZE", "training batch (prompt steps), global over processes", setup=True)
+    val_batch_size: int = _opt(16, "VAL_BATCH_SIZE", "validation batch (alpha steps), global over processes",
+                               setup=True)
+    text: str = _opt("default", "TEXT", "the fixed text: the official search uses \"a photo of a {}.\" (default)",
+                     setup=True, choices=TEXT_INPUTS)
+    text_init: str = _opt(CANDIDATE_TEXT_INIT, "TEXT_INIT", "initialisation of the candidate text prompts", setup=True)
+    vision_init: str = _opt(CANDIDATE_VISION_INIT, "VISION_INIT", "initialisation of the candidate vision prompts",
+                            setup=True)
+    objective: str = _opt("method", "OBJECTIVE", "the loss of both steps (Dassl trainers): method (the trainer's own "
+                          "objective, e.g. KgCoOp's or PromptSRC's) or cross_entropy (the official search's)",
+                          setup=True, choices=SEARCH_OBJECTIVES)
     # -- robustness options: None = the preset's value -------------------------------------------
-    preset: str = _opt("paper", "PRESET", "paper (the official recipe) or robust; explicit keys win")
-    warmup_epochs: Optional[int] = _opt(None, "WARMUP_EPOCHS", "epochs that train the prompts before alpha moves")
-    temperature: Optional[Tuple[float, float]] = _opt(
-        None, "TEMPERATURE", "(start, end) softmax temperature over candidates, annealed geometrically")
-    gumbel: Optional[bool] = _opt(None, "GUMBEL", "sample the mixture weights with Gumbel-softmax (GDAS/SNAS)")
-    token_cost: Optional[float] = _opt(None, "TOKEN_COST", "lambda of the alpha-loss penalty lambda * E[tokens]")
-    token_budget: Optional[int] = _opt(
-        None, "TOKEN_BUDGET", "total prompt tokens (all layers and branches) the result must respect; 0 = none")
+    preset: str = _opt("paper", "PRESET", "paper (the official recipe) or robust; explicit keys win",
+                       choices=PRESET_NAMES)
+    # paper: alpha moves from the first step; robust: PC-DARTS's warm-up (a quarter of the epochs: 15 of 50 there).
+    warmup_epochs: Optional[int] = _robustness(
+        "WARMUP_EPOCHS", "epochs that train the prompts before alpha moves",
+        _count("WARMUP_EPOCHS", non_negative=False),
+        paper=0, robust=lambda epochs: epochs // 4)
+    # robust: annealed, narrowing the gap between the mixture and its argmax.
+    temperature: Optional[Tuple[float, float]] = _robustness(
+        "TEMPERATURE", "(start, end) softmax temperature over candidates, annealed geometrically", _two_positive,
+        paper=(1.0, 1.0), robust=(1.0, 0.1))
+    gumbel: Optional[bool] = _robustness(
+        "GUMBEL", "sample the mixture weights with Gumbel-softmax (GDAS/SNAS)", _boolean, paper=False, robust=False)
+    # robust: a small cost against the drift towards the longest candidates.
+    token_cost: Optional[float] = _robustness(
+        "TOKEN_COST", "lambda of the alpha-loss penalty lambda * E[tokens]", _number("TOKEN_COST"),
+        paper=0.0, robust=1e-3)
+    token_budget: Optional[int] = _robustness(
+        "TOKEN_BUDGET", "total prompt tokens (all layers and branches) the result must respect; 0 = none",
+        _count("TOKEN_BUDGET"), paper=0, robust=0)
+
     # -- choosing from the supernet, its regularisers, stopping ----------------------------------
     select: str = _opt("argmax", "SELECT", "how the configuration is chosen from the trained supernet: argmax "
-                       "(the paper), perturbation (DARTS-PT) or sampled (random search with weight sharing)")
-    select_samples: int = _opt(64, "SELECT_SAMPLES", "SELECT sampled: configurations scored on validation")
+                       "(the paper), perturbation (DARTS-PT) or sampled (random search with weight sharing)",
+                       choices=SELECTIONS)
+    select_samples: int = _opt(64, "SELECT_SAMPLES", "SELECT sampled: configurations scored on validation",
+                               check=_positive_count("SELECT_SAMPLES"))
     select_from: str = _opt("alpha", "SELECT_FROM", "SELECT sampled: draw from softmax(alpha) (alpha) or "
-                            "uniformly from the search space (space)")
+                            "uniformly from the search space (space)", choices=SAMPLE_SOURCES)
     alpha_noise: float = _opt(0.0, "ALPHA_NOISE", "SDARTS-RS: uniform noise in [-eps, eps] on alpha in the prompt "
-                              "steps, eps rising linearly from a tenth of this to this (0.3 in their code)")
+                              "steps, eps rising linearly from a tenth of this to this (0.3 in their code)",
+                              check=_non_negative("ALPHA_NOISE"))
     beta_decay: float = _opt(0.0, "BETA_DECAY", "beta-DARTS: lambda of lambda(t) * mean(logsumexp(alpha)) in the "
-                             "alpha loss, rising linearly from 0 over the epochs")
+                             "alpha loss, rising linearly from 0 over the epochs", check=_non_negative("BETA_DECAY"))
+    # Where the search stops does not change its trajectory up to there: a length option.
     early_stop_confidence: float = _opt(0.0, "EARLY_STOP_CONFIDENCE", "> 0: stop once every layer's top "
-                                        "probability is at least this and its choice held EARLY_STOP epochs (>= 1)")
+                                        "probability is at least this and its choice held EARLY_STOP epochs (>= 1)",
+                                        check=_probability("EARLY_STOP_CONFIDENCE"), length=True)
+    def __post_init__(self):
+        check_field_types(self)  # SearchSettings(epochs="5") or (epochs=2.5): a clear error now, not mid-search
 
     def resolved(self) -> "SearchSettings":
         """Every ``None`` option replaced by the preset's value; explicit values kept."""
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown search preset '{self.preset}'; choose one of {sorted(PRESETS)}")
+            raise OptionError(f"unknown search preset '{self.preset}'; choose one of {sorted(PRESETS)}")
         preset = PRESETS[self.preset](self.epochs)
         values = {name: preset[name] for name in ROBUSTNESS_OPTIONS if getattr(self, name) is None}
         out = replace(self, **values)
@@ -68,9 +183,9 @@ class SearchSettings:
         return out
 
     def definition(self) -> Dict[str, Any]:
-        """What makes two searches the same search (for checkpoints): all but length and cosmetics."""
-        # Where the search stops (epochs, early stopping) does not change its trajectory up to there.
-        skip = {"epochs", "resume", "plot", "early_stop_patience", "early_stop_confidence"}
+        """What makes two searches the same search (for checkpoints): the options the loop reads,
+        but the search's length and cosmetics."""
+        skip = set(fields_of("length") + fields_of("cosmetic") + fields_of("setup"))
         return {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
 
     @classmethod
@@ -80,19 +195,27 @@ class SearchSettings:
         return cls(**values, **extra)
 
 
-ROBUSTNESS_OPTIONS = ("warmup_epochs", "temperature", "gumbel", "token_cost", "token_budget")
+ROBUSTNESS_OPTIONS = tuple(f.name for f in fields(SearchSettings) if "presets" in f.metadata)
 
-# A preset maps the number of search epochs to the robustness options' values.
-PRESETS = {
-    # The official DPL recipe: alpha moves from the first step, plain softmax, no cost, no budget.
-    "paper": lambda epochs: dict(warmup_epochs=0, temperature=(1.0, 1.0), gumbel=False, token_cost=0.0,
-                                 token_budget=0),
-    # PC-DARTS's warm-up (a quarter of the epochs: 15 of 50 there) and an annealed temperature that
-    # narrows the gap between the mixture and its argmax; a small token cost against the drift
-    # towards the longest candidates.
-    "robust": lambda epochs: dict(warmup_epochs=epochs // 4, temperature=(1.0, 0.1), gumbel=False,
-                                  token_cost=1e-3, token_budget=0),
-}
+
+def _preset(name: str) -> Callable[[int], Dict[str, Any]]:
+    """The robustness options' values under preset ``name``, as a function of the search epochs."""
+    def values(epochs: int) -> Dict[str, Any]:
+        out = {}
+        for f in fields(SearchSettings):
+            if "presets" in f.metadata:
+                value = f.metadata["presets"][name]
+                out[f.name] = value(epochs) if callable(value) else value
+        return out
+    return values
+
+
+PRESETS = {name: _preset(name) for name in PRESET_NAMES}
+
+
+def fields_of(flag: str) -> Tuple[str, ...]:
+    """Names of the fields whose metadata sets ``flag`` (``setup``, ``cosmetic``, ``length``)."""
+    return tuple(f.name for f in fields(SearchSettings) if f.metadata.get(flag))
 
 
 def yacs_defaults() -> Dict[str, Any]:
@@ -110,34 +233,19 @@ def _from_yacs(value):
 
 
 def _check(s: SearchSettings) -> None:
+    if not s.alpha_lr > 0:  # also NaN
+        raise OptionError(f"ALPHA_LR must be a positive learning rate, got {s.alpha_lr}")
     if s.epochs < 1:
         raise ValueError(f"the search needs at least one epoch (got {s.epochs}): alpha untrained is no search result")
+    for f in fields(s):
+        value = getattr(s, f.name)
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ValueError(f"{f.metadata['key']} must be one of {list(f.metadata['choices'])}, got {value!r}")
+        if "check" in f.metadata:
+            f.metadata["check"](value)
     if not 0 <= s.warmup_epochs < s.epochs:
-        raise ValueError(f"WARMUP_EPOCHS must be in [0, EPOCHS) = [0, {s.epochs}), got {s.warmup_epochs}: "
+        raise OptionError(f"WARMUP_EPOCHS must be in [0, EPOCHS) = [0, {s.epochs}), got {s.warmup_epochs}: "
                          f"alpha must move for at least one epoch")
-    for name in ("warmup_epochs", "token_budget"):
-        if isinstance(getattr(s, name), bool) or not isinstance(getattr(s, name), int):
-            raise ValueError(f"{name.upper()} must be an integer, got {getattr(s, name)!r}")
-    if not isinstance(s.token_cost, (int, float)) or isinstance(s.token_cost, bool):
-        raise ValueError(f"TOKEN_COST must be a number, got {s.token_cost!r}")
-    if not isinstance(s.temperature, (list, tuple)) or len(s.temperature) != 2 or min(s.temperature) <= 0:
-        raise ValueError(f"TEMPERATURE must be two positive numbers (start, end), got {s.temperature}")
-    if s.token_cost < 0 or s.token_budget < 0:
-        raise ValueError(f"TOKEN_COST and TOKEN_BUDGET must be >= 0, got {s.token_cost} and {s.token_budget}")
-    if not isinstance(s.gumbel, bool):
-        raise ValueError(f"GUMBEL must be True or False, got {s.gumbel!r}")
-    if s.select not in SELECTIONS:
-        raise ValueError(f"SELECT must be one of {', '.join(SELECTIONS)}, got {s.select!r}")
-    if s.select_from not in SAMPLE_SOURCES:
-        raise ValueError(f"SELECT_FROM must be one of {', '.join(SAMPLE_SOURCES)}, got {s.select_from!r}")
-    if isinstance(s.select_samples, bool) or not isinstance(s.select_samples, int) or s.select_samples < 1:
-        raise ValueError(f"SELECT_SAMPLES must be a positive integer, got {s.select_samples!r}")
-    for key, value in (("ALPHA_NOISE", s.alpha_noise), ("BETA_DECAY", s.beta_decay),
-                       ("EARLY_STOP_CONFIDENCE", s.early_stop_confidence)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{key} must be a number >= 0, got {value!r}")
-    if s.early_stop_confidence > 1:
-        raise ValueError(f"EARLY_STOP_CONFIDENCE is a probability: at most 1, got {s.early_stop_confidence}")
 
 
 def alpha_noise_at(settings: SearchSettings, epoch: int) -> float:
@@ -160,5 +268,5 @@ def temperature_at(settings: SearchSettings, epoch: int) -> float:
     return float(start * (end / start) ** t)
 
 
-__all__ = ["PRESETS", "ROBUSTNESS_OPTIONS", "SearchSettings", "alpha_noise_at", "beta_decay_at", "cosmetic_keys",
-           "temperature_at", "yacs_defaults"]
+__all__ = ["PRESETS", "PRESET_NAMES", "ROBUSTNESS_OPTIONS", "SearchSettings", "alpha_noise_at", "beta_decay_at",
+           "cosmetic_keys", "fields_of", "temperature_at", "yacs_defaults"]

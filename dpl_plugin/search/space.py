@@ -13,10 +13,10 @@ from typing import Dict, Iterable, List, Tuple
 
 import torch
 
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.spec import BackboneSpec
 from ..designs import Design, get_design
 from ..prompt_config import PromptConfig
-from .supernet import COUPLED, normalise_candidates
+from .supernet import COUPLED, DEFAULT_CANDIDATES, normalise_candidates
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class SearchSpace:
         object.__setattr__(self, "candidates", tuple(normalise_candidates(self.candidates)))
 
     @classmethod
-    def of(cls, design, backbone: BackboneSpec, candidates: Iterable[int] = range(7)) -> "SearchSpace":
+    def of(cls, design, backbone: BackboneSpec, candidates: Iterable[int] = DEFAULT_CANDIDATES) -> "SearchSpace":
         """The space the supernet of ``design`` (a name or :class:`Design`) searches on ``backbone``."""
         design = design if isinstance(design, Design) else get_design(design)
         if "vision" in design.branches and not backbone.is_vit:

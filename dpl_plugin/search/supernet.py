@@ -14,16 +14,24 @@ from __future__ import annotations
 from typing import Dict, Iterable, List, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.openai_clip import BackboneSpec
+from ..backbones.registry import bind
+from ..backbones.spec import BackboneSpec
 from ..prompting.attention import CandidateMixture
-from ..prompting.learners import PromptSet, coupling_map, init_tensor
+from ..prompting.initialization import init_tensor
+from ..prompting.learners import PromptSet, coupling_map
 from ..prompting.model import PromptedCLIP
-from ..prompting.text_inputs import DEFAULT_TEMPLATE, build_prompts
+from ..prompting.templates import DEFAULT_TEMPLATE
+from ..prompting.text_inputs import build_prompts
 
+DEFAULT_CANDIDATES = tuple(range(7))  # DPL's candidate prompt lengths: 0 to 6 tokens per layer
+# The official DPL code's candidate initialisations: U[0, 1) text prompts, N(0, 1) vision prompts.
+CANDIDATE_TEXT_INIT, CANDIDATE_VISION_INIT = "uniform", "normal:1"
 COUPLED = "coupled"  # key of the single logit table shared by both branches (MaPLe-style)
+# Added to the seed in force when alpha is built, to seed its Gumbel noise: a stream apart from the
+# one the same seed gives torch's own generator (which drew the initial prompts and alpha).
+GUMBEL_SEED_OFFSET = 0x9E3779B97F4A7C15
 
 
 def normalise_candidates(candidates: Iterable[int]) -> List[int]:
@@ -48,6 +56,12 @@ class ArchitectureLogits(nn.Module):
         # How the mixture weights are drawn; set by the search loop each epoch, never learned.
         self.temperature = 1.0
         self.gumbel = False
+        # Gumbel noise comes from a generator of its own, seeded from the seed in force now, which is
+        # the same on every process (their initial prompts and alpha must be equal): every process
+        # then mixes with the same sample, however differently each is seeded afterwards (their own
+        # augmentations), and one logit matrix never combines class features of several mixtures.
+        # Seeding it draws nothing from torch's generator. Its state belongs in a search checkpoint.
+        self.noise = torch.Generator().manual_seed((torch.initial_seed() + GUMBEL_SEED_OFFSET) % 2 ** 64)
 
     def logits(self, branch: str) -> torch.Tensor:
         return self.tables[self.key(branch)]
@@ -64,8 +78,14 @@ class ArchitectureLogits(nn.Module):
         training with ``gumbel`` one relaxed sample ``softmax((alpha + G) / T)`` (GDAS/SNAS), shared
         by the branches of a coupled table."""
         if self.gumbel and self.training:
-            return {k: F.gumbel_softmax(t, tau=self.temperature, hard=False, dim=-1) for k, t in self.tables.items()}
+            return {k: self._gumbel_sample(t) for k, t in self.tables.items()}
         return {k: torch.softmax(t / self.temperature, dim=-1) for k, t in self.tables.items()}
+
+    def _gumbel_sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """``F.gumbel_softmax(logits, tau=T)``'s computation with the noise from :attr:`noise` (drawn
+        on the CPU, where the generator lives; ``F.gumbel_softmax`` draws from torch's generator)."""
+        gumbels = -torch.empty(logits.shape).exponential_(generator=self.noise).log()
+        return torch.softmax((logits + gumbels.to(logits.device, logits.dtype)) / self.temperature, dim=-1)
 
     def expected_tokens(self, lengths: torch.Tensor, branches_per_table: Dict[str, int]) -> torch.Tensor:
         """``E[tokens] = sum over tables, layers of sum_c p_c * c`` (a coupled table counts once per
@@ -91,8 +111,8 @@ class SupernetPromptLearner(nn.Module):
     insertion = "prefix"
     text_input_slots = 0
 
-    def __init__(self, backbone: BackboneSpec, branches: Sequence[str], candidates: Iterable[int] = range(7),
-                 coupled: bool = False, text_init: str = "uniform", vision_init: str = "normal:1",
+    def __init__(self, backbone: BackboneSpec, branches: Sequence[str], candidates: Iterable[int] = DEFAULT_CANDIDATES,
+                 coupled: bool = False, text_init: str = CANDIDATE_TEXT_INIT, vision_init: str = CANDIDATE_VISION_INIT,
                  alpha_init_std: float = 1e-3):
         super().__init__()
         self.candidates = normalise_candidates(candidates)
@@ -174,7 +194,7 @@ class SupernetPromptLearner(nn.Module):
 
 
 def build_supernet(clip_model, classnames: Sequence[str], branches: Sequence[str] = ("text", "vision"),
-                   candidates: Iterable[int] = range(7), coupled: bool = False,
+                   candidates: Iterable[int] = DEFAULT_CANDIDATES, coupled: bool = False,
                    templates: Sequence[str] = (DEFAULT_TEMPLATE,), merge: str = "features",
                    text_checkpoint: bool = False, **learner_kwargs) -> PromptedCLIP:
     """A :class:`PromptedCLIP` whose prompts are the search's candidate mixtures.
@@ -183,8 +203,10 @@ def build_supernet(clip_model, classnames: Sequence[str], branches: Sequence[str
     ``branches`` gets candidate prefixes of each length in ``candidates``. ``text_checkpoint``:
     activation checkpointing in the text encoder (see :class:`PromptedCLIP`).
     """
-    backbone = BackboneSpec.of(clip_model)
-    prompts = build_prompts(classnames, templates, 0, "prepend", backbone.context_length, merge=merge)
+    family = bind(clip_model)
+    backbone = family.spec()
+    prompts = build_prompts(classnames, templates, 0, "prepend", backbone.context_length, merge=merge,
+                            tokenizer=family.tokenizer)
     learner = SupernetPromptLearner(backbone, branches, candidates, coupled, **learner_kwargs)
     learner.to(clip_model.logit_scale.device)
     return PromptedCLIP(clip_model, prompts, learner, text_checkpoint=text_checkpoint)

@@ -1,5 +1,5 @@
 """CoOp's 15 datasets for Dassl, under CoOp's registry names, folders, split files and caches,
-and ``Demo``, the offline demo task.
+``Demo``, the offline demo task, and ``ImageFolder``, a folder of your own images.
 
 Importing this package registers nothing: call :func:`register_datasets` (the plugin's entry points
 do). It skips every name that is already registered, so a CoOp fork that registered its own
@@ -13,13 +13,14 @@ from typing import List
 from .coop_format import DatasetLayoutError, read_split, save_split, subsample_classes
 from .demo import Demo
 from .fgvc_aircraft import FGVCAircraft
+from .image_folder import ImageFolder
 from .imagenet import IMAGENET_DATASETS, ImageNet, ImageNetA, ImageNetR, ImageNetSketch, ImageNetV2
 from .split_datasets import (SPLIT_FILE_DATASETS, SUN397, UCF101, Caltech101, DescribableTextures, EuroSAT, Food101,
                              OxfordFlowers, OxfordPets, StanfordCars)
 
 # In CoOp's order (train.py imports); the class name is the registry name (Dassl keys by __name__).
 DATASETS = (OxfordPets, OxfordFlowers, FGVCAircraft, DescribableTextures, EuroSAT, StanfordCars, Food101, SUN397,
-            Caltech101, UCF101) + IMAGENET_DATASETS + (Demo,)
+            Caltech101, UCF101) + IMAGENET_DATASETS + (Demo, ImageFolder)
 DATASET_NAMES = tuple(cls.__name__ for cls in DATASETS)
 
 

@@ -2,10 +2,13 @@
 
 Formats are CoOp's so that existing data folders and caches work unchanged:
 - split files ``split_zhou_<Name>.json``: ``{"train"|"val"|"test": [[relative path, label, classname], ...]}``;
-- few-shot caches ``<dataset>/split_fewshot/shot_{K}-seed_{S}.pkl``: a pickled dict of lists of Dassl
-  ``Datum`` (``{"train", "val"}``, ImageNet ``{"train"}``), train = K shots per class and
-  val = min(K, 4) per class, sampled with Dassl's ``generate_fewshot_dataset`` (Python ``random``),
-  so a fresh cache equals CoOp's for the same seed and split file;
+- few-shot caches ``<dataset>/split_fewshot/shot_{K}-seed_{S}.json`` (``{"train", "val"}``, ImageNet
+  ``{"train"}``), train = K shots per class and val = min(K, 4) per class, sampled with Dassl's
+  ``generate_fewshot_dataset`` (Python ``random``), so a fresh cache equals CoOp's for the same seed
+  and split file. CoOp pickles these (``.pkl``), and unpickling a file runs whatever code it holds:
+  this project writes and reads its caches as JSON (rows ``[path, label, classname, domain]``) and
+  never loads a pickle. A CoOp ``.pkl`` found instead is named, and the same split is sampled again
+  (:mod:`.trust_pickle_cache` converts one whose origin is trusted);
 - base/new class subsampling (``DATASET.SUBSAMPLE_CLASSES``) as CoOp's ``subsample_classes``.
 Unlike CoOp, a missing split file is an error (with the download command) rather than a fresh
 random split, so that results always use the published splits.
@@ -16,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import random
 import warnings
 from collections import OrderedDict
@@ -54,6 +56,13 @@ def make_data(entries: Sequence[Tuple[str, int, str]], source: str, dataset: str
         raise DatasetLayoutError(
             f"{dataset}: {len(missing)} of {len(entries)} images listed in {source} are missing on disk:\n"
             f"  {shown}\nThe image folder is incomplete or does not match the split (see {DATASETS_MD})."
+        )
+    empty = [path for path, _, _ in entries if os.path.getsize(path) == 0]
+    if empty:
+        shown = "\n  ".join(empty[:5]) + ("\n  ..." if len(empty) > 5 else "")
+        raise DatasetLayoutError(
+            f"{dataset}: {len(empty)} of {len(entries)} images listed in {source} are empty (0 bytes):\n  {shown}\n"
+            f"An interrupted copy or download leaves such files: copy or download them again (see {DATASETS_MD})."
         )
     return [Datum(impath=path, label=int(label), classname=name) for path, label, name in entries]
 
@@ -120,26 +129,57 @@ def check_cached(items: Sequence, cache_path: str, dataset: str, sample_only: bo
     moved data folder makes them stale). ``sample_only`` checks the first and last item (big caches)."""
     checked = [items[0], items[-1]] if sample_only and items else items
     for item in checked:
-        if not os.path.isfile(getattr(item, "impath", "")):
+        impath = item[0] if isinstance(item, tuple) else getattr(item, "impath", "")
+        if not os.path.isfile(impath):
             raise DatasetLayoutError(
-                f"{dataset}: the cache {cache_path} lists {getattr(item, 'impath', item)!r}, which does not exist "
+                f"{dataset}: the cache {cache_path} lists {impath!r}, which does not exist "
                 f"(was the data folder moved?). Delete the cache to rebuild it from the current folder."
             )
+        if os.path.getsize(impath) == 0:
+            raise DatasetLayoutError(f"{dataset}: the cache {cache_path} lists {impath!r}, which is empty (0 bytes; an "
+                                     f"interrupted copy or download): copy or download it again")
 
 
-def load_cache(path: str, keys: Sequence[str], dataset: str) -> Dict:
-    with open(path, "rb") as f:
-        data = pickle.load(f)
-    if not isinstance(data, dict) or any(key not in data for key in keys):
-        raise DatasetLayoutError(f"{dataset}: {path} is not a CoOp cache (expected a dict with keys {list(keys)}); "
-                                 f"delete it to rebuild it.")
-    return data
+def load_cache(path: str, keys: Sequence[str], dataset: str, sample_only: bool = False
+               ) -> Optional[Dict[str, List[Datum]]]:
+    """The JSON cache at ``path`` (``{key: [[path, label, classname, domain], ...]}``), or None when
+    there is none. A CoOp pickle in its place (same name, ``.pkl``) is named and never loaded.
+    ``sample_only``: check only the first and last image exist (ImageNet's 1.3 million)."""
+    if not os.path.exists(path):
+        pickled = os.path.splitext(path)[0] + ".pkl"
+        if os.path.exists(pickled):
+            print(f"Not reading {pickled}: it is a pickle, and loading one runs any code it holds. Sampling the same "
+                  f"split again (CoOp's sampling, same seed and split file) into {os.path.basename(path)}. If you "
+                  f"trust that file's origin and need exactly its split, convert it once with: python -m "
+                  f"dpl_plugin.dassl.datasets.trust_pickle_cache {pickled}")
+        return None
+    rebuild = "delete it to rebuild it"
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        rows = {key: [(str(p), int(label), str(name), int(domain)) for p, label, name, domain in raw[key]]
+                for key in keys}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise DatasetLayoutError(f"{dataset}: the cache {path} is truncated or not a dpl-plugin cache ({err}): "
+                                 f"{rebuild}") from None
+    for key in keys:
+        check_cached(rows[key], path, dataset, sample_only)
+    return {key: [_datum(*row) for row in rows[key]] for key in keys}
 
 
-def save_cache(data: Dict, path: str) -> None:
+def _datum(impath: str, label: int, classname: str, domain: int) -> Datum:
+    """A Dassl ``Datum`` without its per-file existence check (as unpickling makes one): a cache's
+    images are checked by :func:`check_cached`, once, or by sample for ImageNet's 1.3 million."""
+    datum = Datum.__new__(Datum)
+    datum._impath, datum._label, datum._domain, datum._classname = impath, label, domain, classname
+    return datum
+
+
+def save_cache(data: Dict[str, List[Datum]], path: str) -> None:
+    rows = {key: [[d.impath, d.label, d.classname, d.domain] for d in items] for key, items in data.items()}
     try:  # atomic: parallel runs with the same shots and seed never read a half-written cache
-        with atomic_write(path, "wb") as f:
-            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+        with atomic_write(path, "w") as f:
+            json.dump(rows, f)
     except OSError as err:  # a read-only data folder: the data are still usable, just not cached
         warnings.warn(f"could not write the cache {path}: {err}")
 
@@ -147,25 +187,46 @@ def save_cache(data: Dict, path: str) -> None:
 def fewshot_split(dataset: DatasetBase, cache_dir: str, num_shots: int, seed: int, train: List[Datum],
                   val: Optional[List[Datum]] = None) -> Tuple[List[Datum], Optional[List[Datum]]]:
     """CoOp's few-shot step: ``num_shots`` per class from train and ``min(num_shots, 4)`` from val,
-    loaded from / saved to ``cache_dir/shot_{K}-seed_{S}.pkl``. ``val=None`` (ImageNet) caches only
+    loaded from / saved to ``cache_dir/shot_{K}-seed_{S}.json``. ``val=None`` (ImageNet) caches only
     ``{"train"}``. ``num_shots < 1`` returns the inputs unchanged."""
     if num_shots < 1:
         return train, val
     name = type(dataset).__name__
     keys = ("train",) if val is None else ("train", "val")
-    path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.pkl")
-    if os.path.exists(path):
+    path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.json")
+    data = load_cache(path, keys, name)
+    if data is not None:
         print(f"Loading preprocessed few-shot data from {path}")
-        data = load_cache(path, keys, name)
-        for key in keys:
-            check_cached(data[key], path, name)
     else:
         data = {"train": dataset.generate_fewshot_dataset(train, num_shots=num_shots)}
         if val is not None:
             data["val"] = dataset.generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
         print(f"Saving preprocessed few-shot data to {path}")
         save_cache(data, path)
+    warn_if_fewer_shots(data["train"], num_shots, name)
     return data["train"], data.get("val", val)
+
+
+def shots_per_class(items: Sequence[Datum]) -> int:
+    """The fewest training images of any class: the number of shots a few-shot split really has."""
+    counts: Dict[int, int] = {}
+    for d in items:
+        counts[d.label] = counts.get(d.label, 0) + 1
+    return min(counts.values()) if counts else 0
+
+
+def warn_if_fewer_shots(items: Sequence[Datum], num_shots: int, dataset: str) -> None:
+    """CoOp takes what exists when a class has fewer images than the shots asked for: say so, once."""
+    real = shots_per_class(items)
+    if 0 < real < num_shots:
+        counts: Dict[str, int] = {}
+        for d in items:
+            counts[d.classname] = counts.get(d.classname, 0) + 1
+        short = sorted(name for name, count in counts.items() if count < num_shots)
+        shown = ", ".join(short[:5]) + (f" and {len(short) - 5} more" if len(short) > 5 else "")
+        print(f"Warning: DATASET.NUM_SHOTS is {num_shots}, but {dataset} has only {real} training images in its "
+              f"smallest class ({len(short)} classes have fewer than {num_shots}: {shown}); training on the images "
+              f"that exist, as CoOp does. The results record {real} shots")
 
 
 def heldout_fewshot(items: Sequence[Datum], exclude: Sequence[Datum], per_class: int, seed: int) -> List[Datum]:
@@ -217,13 +278,17 @@ class CoOpDataset(DatasetBase):
 
     def __init__(self, cfg):
         self.root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
-        self.dataset_dir = os.path.join(self.root, type(self).dataset_dir)
+        self.dataset_dir = self.folder(cfg)
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
         self.require_dir(self.dataset_dir)
         train, val, test = self.build(cfg)
         if not train:
             raise DatasetLayoutError(f"{type(self).__name__}: no training images in {self.dataset_dir}")
         super().__init__(train_x=train, val=val, test=test)
+
+    def folder(self, cfg) -> str:
+        """The dataset's absolute folder: ``DATASET.ROOT/<dataset_dir>``."""
+        return os.path.join(self.root, type(self).dataset_dir)
 
     def build(self, cfg):
         """The standard pipeline; test-only datasets override it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from .coop_format import (CoOpDataset, DatasetLayoutError, check_cached, fewshot_split, heldout_fewshot, list_dirs,
+from .coop_format import (CoOpDataset, DatasetLayoutError, fewshot_split, heldout_fewshot, list_dirs,
                           list_files, load_cache, make_data, read_classnames, save_cache, subsample_classes)
 
 CLASSNAMES_ID = "1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF"  # CoOp's classnames.txt on Google Drive
@@ -54,12 +54,10 @@ class ImageNet(CoOpDataset):
 
     def read_data(self):
         self.image_dir = os.path.join(self.dataset_dir, "images")
-        # CoOp's cache of the full folder scan: {"train": [...], "test": [...]} with absolute paths.
-        self.preprocessed = os.path.join(self.dataset_dir, "preprocessed.pkl")
-        if os.path.exists(self.preprocessed):
-            data = load_cache(self.preprocessed, ("train", "test"), "ImageNet")
-            for key in ("train", "test"):
-                check_cached(data[key], self.preprocessed, "ImageNet", sample_only=True)
+        # The cache of the full folder scan (CoOp's preprocessed.pkl, as JSON): absolute paths.
+        self.preprocessed = os.path.join(self.dataset_dir, "preprocessed.json")
+        data = load_cache(self.preprocessed, ("train", "test"), "ImageNet", sample_only=True)
+        if data is not None:
             return data["train"], None, data["test"]
 
         classnames = read_classnames(self.require_file(os.path.join(self.dataset_dir, "classnames.txt")))
