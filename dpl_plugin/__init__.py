@@ -1,9 +1,9 @@
 """dpl-plugin: Differentiable Prompt Learning for the CoOp family of CLIP prompt learners.
 
-The wings, each using only those listed before it: ``errors`` and ``prompt_config`` (the
-foundations), ``runtime/`` (processes and files), ``backbones/`` (loading and describing a CLIP
-family), ``prompting/`` (how prompts enter a frozen CLIP) with ``designs``, ``engine/`` (the train
-stage without Dassl), ``search/`` (stage 1), then ``dassl/`` and ``demo/``.
+The wings, each using only those listed before it: ``errors`` and ``typed_fields`` (the
+foundations), ``runtime/`` (processes and files), ``prompt_config``, ``backbones/`` (loading and
+describing a CLIP family), ``prompting/`` (how prompts enter a frozen CLIP) with ``designs``,
+``engine/`` (the train stage without Dassl), ``search/`` (stage 1), ``demo/``, then ``dassl/``.
 """
 
 from .backbones.interface import CorruptWeightsError, UnsupportedBackboneError, WeightsNotFoundError
