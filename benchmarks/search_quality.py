@@ -106,6 +106,8 @@ class Settings:
     # Other selections from the first preset's supernet (SELECT): extra rows "searched (preset, method)".
     selects: Tuple[str, ...] = ()
     select_samples: int = 64
+    # The searches' own selection (SELECT): the configuration of the "searched" rows, inherited ones included.
+    select: str = "argmax"
     # Extra rows: the hand design trained this many epochs each (where its curve stops rising).
     curve: Tuple[int, ...] = ()
 
@@ -321,12 +323,13 @@ class SearchQuality:
                 # what the preset means today: a changed preset is another search (the setup options,
                 # lr, init and batch sizes, are the keys above)
                 "settings": {k: v for k, v in dataclasses.asdict(self._search_settings(preset)).items()
-                             if k not in fields_of("setup")}}
+                             if k not in fields_of("setup") + fields_of("cosmetic")}}
 
     def _search_settings(self, preset: str) -> dpl.SearchSettings:
         s = self.settings
         return dpl.SearchSettings(epochs=s.search_epochs, preset=preset, alpha_lr=s.alpha_lr, lr=s.search_lr,
-                                  text_init=s.search_init, vision_init=s.search_init).resolved()
+                                  text_init=s.search_init, vision_init=s.search_init, select=s.select,
+                                  select_samples=s.select_samples, plot=False).resolved()
 
     def search(self, task: Task, design: str, seed: int, preset: str, need_supernet: bool):
         """The search's summary (cached) and, when asked for, its supernet (re-read from its folder)."""
@@ -565,7 +568,37 @@ def summarise_design(design: str, per_seed: Dict[int, dict], settings: Settings)
             "trained_val": [per_seed[s]["rows"][label]["val_acc"] for s in seeds],
             "trained_test": list(accs.values()), "configs": [x["config"] for x in summaries]}
     return {"design": design, "seeds": seeds, "table": table, "searches": searches, "diagnostics": diagnostics,
-            "points": _points(per_seed)}
+            "equal_cost": _equal_cost_verdict(per_seed, seeds, settings), "points": _points(per_seed)}
+
+
+def _equal_cost_verdict(per_seed: Dict[int, dict], seeds: List[int], settings: Settings) -> List[dict]:
+    """Every DPL row (a search plus its train stage) against the rows trained as many samples as the
+    first preset's DPL pipeline processed: paired per seed with the hand design and the mean of the
+    random configurations at that cost, its rank among those random configurations, and what its
+    search cost against its own train stage."""
+    first = per_seed[seeds[0]]["rows"]
+    if "hand design @ DPL cost" not in first:
+        return []
+    out = []
+    for label in (x for x in first if x.startswith("searched (")):
+        rows = {s: per_seed[s]["rows"][label] for s in seeds}
+        search = {s: _search_cost(per_seed[s], label, "samples") for s in seeds}
+        at_cost = {s: [r["test_acc"] for r in _random_rows(per_seed[s]["rows"], " @ DPL cost")] for s in seeds}
+        ranks = [rank_among(rows[s]["test_acc"], at_cost[s]) for s in seeds]
+        out.append({
+            "row": label,
+            "minus_hand": [rows[s]["test_acc"] - per_seed[s]["rows"]["hand design @ DPL cost"]["test_acc"]
+                           for s in seeds],
+            "minus_random_mean": [rows[s]["test_acc"] - statistics.mean(at_cost[s]) for s in seeds
+                                  if at_cost[s]],
+            "ranks": ranks, "of": len(at_cost[seeds[0]]) + 1,
+            "top_quarter": sum((r - 1) <= len(at_cost[s]) / 4 for r, s in zip(ranks, seeds)),
+            "samples": [search[s] + rows[s].get("samples", 0) for s in seeds],
+            "cost_samples": [per_seed[s]["rows"]["hand design @ DPL cost"].get("samples", 0) for s in seeds],
+            "search_over_train_samples": [search[s] / max(rows[s].get("samples", 0), 1) for s in seeds],
+            "search_over_train_cpu": [_search_cost(per_seed[s], label, "cpu_seconds")
+                                      / max(rows[s].get("cpu_seconds") or 0, 1e-9) for s in seeds]})
+    return out
 
 
 def _is_random(label: str) -> bool:
@@ -648,6 +681,22 @@ def format_design(summary: dict, settings: Settings) -> str:
             lines.append("- selection cost (forward only): " + "; ".join(
                 f"{m} {c['scored']} supernet evaluations, {c['samples']:,} images, {c['cpu_seconds']:.0f} CPU s"
                 for m, c in cost.items()))
+    verdict = summary.get("equal_cost") or []
+    if verdict:
+        lines += ["", f"At equal total cost (every row below against the hand design and the random configurations "
+                      f"trained as many samples as the first preset's search + train stage, "
+                      f"{statistics.mean(verdict[0]['cost_samples']):,.0f}):", "",
+                  "| DPL row | samples | minus hand design @ DPL cost | minus random mean @ DPL cost | "
+                  "rank among random @ DPL cost (top quarter) | search / train stage (samples, CPU) |",
+                  "|---|---|---|---|---|---|"]
+        for v in verdict:
+            lines.append(
+                f"| {v['row']} | {statistics.mean(v['samples']):,.0f} | {mean_ci(v['minus_hand'])} | "
+                f"{mean_ci(v['minus_random_mean']) if v['minus_random_mean'] else 'n/a'} | "
+                f"{statistics.mean(v['ranks']):.1f} of {v['of']} ({v['top_quarter']} of {len(seeds)} seeds) | "
+                f"{statistics.mean(v['search_over_train_samples']):.2f}x, "
+                f"{statistics.mean(v['search_over_train_cpu']):.2f}x |")
+        lines.append("")
     for preset, x in summary["searches"].items():
         diff = x["minus_hand"]
         sup = [v for v in x["supernet_val"] if v is not None]
@@ -788,6 +837,11 @@ def parse_args(argv=None):
     parser.add_argument("--search-lr", type=float, default=default.search_lr)
     parser.add_argument("--alpha-lr", type=float, default=default.alpha_lr, help="the searches' alpha learning rate")
     parser.add_argument("--search-init", default=default.search_init, help="the supernet's prompt initialisation")
+    parser.add_argument("--val-batch-size", type=int, default=default.val_batch_size,
+                        help="the searches' alpha batches (VAL_BATCH_SIZE; a search epoch processes N + N * this / "
+                             "--batch-size samples)")
+    parser.add_argument("--select", default=default.select, choices=("argmax", "perturbation", "sampled"),
+                        help="the searches' own selection (SELECT) of the searched rows")
     parser.add_argument("--lrs", type=float, nargs="+", default=list(default.lrs),
                         help="learning-rate grid; each configuration's is chosen on the validation split")
     parser.add_argument("--random", type=int, default=default.random, help="configurations drawn uniformly")
@@ -828,7 +882,7 @@ def main(argv=None):
                         search_init=args.search_init, random=args.random, insertion=args.insertion,
                         presets=tuple(args.presets), searched_inits=tuple(args.searched_inits),
                         equal_cost=args.equal_cost, selects=tuple(args.selects), select_samples=args.select_samples,
-                        curve=tuple(args.curve))
+                        curve=tuple(args.curve), val_batch_size=args.val_batch_size, select=args.select)
     start = time.perf_counter()
     clip_model = dpl.load_clip("dpl-demo")
     spec = dpl.BackboneSpec.of(clip_model)

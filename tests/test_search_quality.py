@@ -58,6 +58,18 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     accs = [rows[x]["test_acc"] for x in ("random 1", "random 2", "all-max")]
     assert summary["diagnostics"]["kendall_tau"] == [sq.kendall_tau([(a, -loss) for a, loss in scores], accs)]
 
+    # the verdict at equal total cost, paired per seed, for every DPL row (search + its train stage)
+    verdict = {v["row"]: v for v in summary["equal_cost"]}
+    assert list(verdict) == [label for label in rows if label.startswith("searched (")]
+    pipeline, at_cost = rows[inherited[0]]["test_acc"], [rows[f"random {i} @ DPL cost"]["test_acc"] for i in (1, 2)]
+    v = verdict[inherited[0]]
+    assert v["minus_hand"] == [pipeline - rows["hand design @ DPL cost"]["test_acc"]]
+    assert v["minus_random_mean"] == [pipeline - sum(at_cost) / 2]
+    assert v["ranks"] == [1 + sum(a > pipeline for a in at_cost)] and v["of"] == 3
+    assert v["samples"] == v["cost_samples"] == [dpl_total]
+    assert v["search_over_train_samples"] == [search_samples / (10 * SETTINGS.train_epochs)]
+    assert "At equal total cost" in sq.format_design(summary, SETTINGS)
+
     # the configurations: hand design scaled to 3 layers (depth round(9/12 * 3) = 2), samples of the space
     assert rows["hand design"]["config"] == {"text": [2, 2, 0], "vision": [2, 2, 0], "insertion": "native",
                                              "coupled": False}
