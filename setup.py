@@ -20,5 +20,5 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"], "open_clip": ["open_clip_torch>=3.3"]},  # open_clip: OpenCLIP backbones
+    extras_require={"test": ["pytest"], "openclip": ["open_clip_torch>=3.3"]},  # OpenCLIP backbones (a name pip 23 and setuptools 80 spell alike: "open_clip" was normalised to "open-clip" and not found)
 )

@@ -39,7 +39,7 @@ def import_open_clip():
     try:
         import open_clip
     except ImportError as err:
-        raise OptionError("OpenCLIP backbones need the optional extra: pip install -e .[open_clip] "
+        raise OptionError("OpenCLIP backbones need the optional extra: pip install -e .[openclip] "
                           f"(open_clip_torch) ({err})") from err
     return open_clip
 
