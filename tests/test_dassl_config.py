@@ -18,6 +18,8 @@ from dpl_plugin.dassl import extend_cfg  # noqa: E402
 from dpl_plugin.dassl.config import check_dpl_cfg  # noqa: E402
 from dpl_plugin.dassl.optim_from_cfg import build_optimizer_and_scheduler  # noqa: E402
 from dpl_plugin.designs import get_design  # noqa: E402
+from dpl_plugin.search import SearchSettings  # noqa: E402
+from dpl_plugin.search.cost import search_cost_in_train_epochs  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VIT_B16 = BackboneSpec("ViT-B/16", 12, 512, 8, 77, 512, 12, 768, 12, 224)
@@ -98,13 +100,27 @@ def test_every_shipped_config_merges_and_validates(path):
 
 
 @pytest.mark.parametrize("trainer", ["DPL_CoOp", "DPL_VPT", "DPL_IVLP", "DPL_MaPLe"])
-def test_dpl_recipe_is_the_papers(trainer):
-    cfg = dpl_cfg(os.path.join(REPO, "configs", "trainers", trainer, "vit_b16.yaml"))
+def test_paper_recipe_is_the_papers(trainer):
+    cfg = dpl_cfg(os.path.join(REPO, "configs", "trainers", trainer, "vit_b16_paper.yaml"))
     assert cfg.TRAINER.DPL.MODE == "dpl" and cfg.TRAINER.DPL.PREC == "fp32"
     optim = cfg.OPTIM
     assert (optim.NAME, optim.LR, optim.MAX_EPOCH, cfg.DATALOADER.TRAIN_X.BATCH_SIZE) == ("sgd", 0.0035, 40, 4)
-    assert cfg.TRAINER.DPL.SEARCH.EPOCHS == 80 and tuple(cfg.TRAINER.DPL.CANDIDATES) == tuple(range(7))
+    search = cfg.TRAINER.DPL.SEARCH
+    assert (search.EPOCHS, search.VAL_BATCH_SIZE, search.ALPHA_LR, search.PRESET, search.SELECT) == (
+        80, 16, 0.0035, "paper", "argmax") and cfg.TRAINER.DPL.TRAIN.INIT == "normal:0.02"
+    assert tuple(cfg.TRAINER.DPL.CANDIDATES) == tuple(range(7))
     assert cfg.TRAIN.CHECKPOINT_FREQ > 0  # intermediate checkpoints, so an interrupted run resumes
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if os.path.basename(p) in ("vit_b16.yaml", "demo.yaml")],
+                         ids=lambda p: os.path.relpath(p, os.path.join(REPO, "configs")))
+def test_default_recipes_search_for_no_more_than_their_train_stage(path):
+    cfg = dpl_cfg(os.path.join(REPO, "configs", "datasets", "caltech101.yaml"), path)
+    settings = SearchSettings.from_cfg(cfg.TRAINER.DPL.SEARCH).resolved()
+    assert search_cost_in_train_epochs(settings) <= cfg.OPTIM.MAX_EPOCH
+    # what benchmarks/search_quality.py chose at equal total cost: the robust preset, the train stage
+    # continuing from the supernet's prompts
+    assert settings.preset == "robust" and cfg.TRAINER.DPL.TRAIN.INIT == "searched"
 
 
 def _trainer_class(name):

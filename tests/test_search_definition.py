@@ -78,7 +78,7 @@ def _trainer(searched, *opts):
     (["SEED", "2"], "SEED: -1 -> 2"),
     (["DATASET.NUM_SHOTS", "2"], "DATASET.NUM_SHOTS: 4 -> 2"),
     (["DATASET.SUBSAMPLE_CLASSES", "base"], "DATASET.SUBSAMPLE_CLASSES: 'all' -> 'base'"),
-    (["TRAINER.DPL.SEARCH.ALPHA_LR", "0.01"], "TRAINER.DPL.SEARCH.ALPHA_LR: 0.0035 -> 0.01"),
+    (["TRAINER.DPL.SEARCH.ALPHA_LR", "0.01"], "TRAINER.DPL.SEARCH.ALPHA_LR: 0.0175 -> 0.01"),
     (["OPTIM.MOMENTUM", "0.5"], "OPTIM.MOMENTUM: 0.9 -> 0.5"),
 ])
 def test_a_changed_search_setting_refuses_the_finished_search(searched, opts, change):

@@ -2,6 +2,7 @@
 
 import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from dpl_plugin.search import (CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, Bilev
                                SearchSettings, SearchStateMismatchError, build_supernet)
 from dpl_plugin.search.architect import apply_gradients
 from dpl_plugin.search.bilevel import CyclingIterator
+from dpl_plugin.search.cost import search_cost_in_train_epochs
 
 C = len(CLASSNAMES)
 
@@ -227,6 +229,9 @@ def test_early_stop_once_every_layer_has_decided(tiny_clip, peak, epochs_run):
 def test_search_counts_the_samples_it_processes(tiny_clip, options, per_epoch):
     search = make_search(tiny_clip, epochs=2, **options)  # 12 training images in batches of 4, validation in 2s
     assert search.run().samples == sum(per_epoch)
+    # the cost a run announces before it starts: the same count, in passes over the 12 training images
+    settings = replace(search.settings, batch_size=4, val_batch_size=2)
+    assert search_cost_in_train_epochs(settings) * 12 == sum(per_epoch)
 
 
 def test_second_order_step_matches_exact_hypergradient(tiny_clip):

@@ -35,7 +35,7 @@ from ..engine.checkpoint import CorruptCheckpointError
 from ..engine.finite import check_finite, check_finite_logits
 from ..engine.objectives import Objective
 from ..errors import OptionError
-from ..prompting.initialization import SEARCHED
+from ..prompting.initialization import SEARCHED, random_part
 from ..prompting.templates import DEFAULT_TEMPLATE, text_input
 from ..runtime import distributed
 from ..runtime.lock import lock_output_dir
@@ -43,6 +43,7 @@ from ..runtime.reproducibility import capture_rng_state, restore_rng_state, seed
 from ..runtime.sharded_data import set_epoch
 from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet, definition
 from ..search.inherit import supernet_from_checkpoint
+from ..search.cost import cost_line
 from . import checkpoint_folder
 from .batch_job_output import one_line_per_epoch
 from .datasets.coop_format import shots_per_class
@@ -272,7 +273,7 @@ class DPLTrainer(TrainerX):
                               f"design's trainer, not {self.cfg.TRAINER.NAME}")
         config = PromptConfig.from_dict(state["prompt_config"], source=path)
         if self.prompt_config is None or _structure(config.to_dict()) != _structure(self.prompt_config.to_dict()):
-            self._install(config)
+            self._install(config, restoring=True)
         self.model.prompt_learner.load_state_dict(state["state_dict"])
         print(f"Loading weights to {MODEL_NAME} from \"{path}\" (epoch = {state['epoch']})")
 
@@ -305,6 +306,7 @@ class DPLTrainer(TrainerX):
                       definition.PROVENANCE_KEY: self._search_definition()}
         print(f"Searching prompt lengths ({self.design.name} design, branches {list(self.design.branches)}, "
               f"candidates {list(learner.candidates)}, {settings.epochs} epochs) into {folder}")
+        print(cost_line(settings.resolved(), cfg.OPTIM.MAX_EPOCH))
         result = BilevelSearch(model, train_loader, val_loader, optimizer, scheduler, settings, folder, self.device,
                                provenance=provenance,
                                objective=self._search_objective().prepare(model, self.classnames)).run()
@@ -375,11 +377,14 @@ class DPLTrainer(TrainerX):
             raise PromptConfigError(f"the configuration is {kind}, which the {self.design.name} design is not: "
                                     f"train it with {'DPL_MaPLe' if config.coupled else 'DPL_IVLP'}")
 
-    def _install(self, config: PromptConfig) -> None:
-        """Build the model for ``config`` and register its learner (replacing any previous one)."""
+    def _install(self, config: PromptConfig, restoring: bool = False) -> None:
+        """Build the model for ``config`` and register its learner (replacing any previous one).
+        ``restoring``: a checkpoint's prompts replace the initial ones at once."""
         cfg = self.cfg
         self._reseed()  # the same initial prompts whether or not a search ran before
         init = cfg.TRAINER.DPL.TRAIN.INIT
+        if init == SEARCHED and (restoring or cfg.TRAINER.DPL.MODE == "baseline"):
+            init = random_part(init)  # nothing to inherit (a hand design) or nothing worth it (loaded next)
         templates, merge = text_input(cfg.TRAINER.DPL.TEXT, cfg.DATASET.NAME)
         supernet = self._searched_supernet(config) if init == SEARCHED else None  # one-shot NAS: inherit
         model = build_prompted_clip(self.clip_model, self.classnames, config, ctx_init=self.ctx_init,
