@@ -20,5 +20,7 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest"], "openclip": ["open_clip_torch>=3.3"]},  # OpenCLIP backbones (a name pip 23 and setuptools 80 spell alike: "open_clip" was normalised to "open-clip" and not found)
+    # openclip: OpenCLIP backbones. Not "open_clip": setuptools 80 records that as "open-clip", which
+    # pip 23 does not match, and installs nothing.
+    extras_require={"test": ["pytest"], "openclip": ["open_clip_torch>=3.3"]},
 )

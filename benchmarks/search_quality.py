@@ -328,8 +328,10 @@ class SearchQuality:
     def _search_settings(self, preset: str) -> dpl.SearchSettings:
         s = self.settings
         return dpl.SearchSettings(epochs=s.search_epochs, preset=preset, alpha_lr=s.alpha_lr, lr=s.search_lr,
-                                  text_init=s.search_init, vision_init=s.search_init, select=s.select,
-                                  select_samples=s.select_samples, plot=False).resolved()
+                                  text_init=s.search_init, vision_init=s.search_init, select=s.select, plot=False,
+                                  # the selects' sample count is another search only where the search samples
+                                  **({"select_samples": s.select_samples} if s.select == "sampled" else {})
+                                  ).resolved()
 
     def search(self, task: Task, design: str, seed: int, preset: str, need_supernet: bool):
         """The search's summary (cached) and, when asked for, its supernet (re-read from its folder)."""
@@ -518,6 +520,11 @@ def mean_ci(values: Sequence[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {interval(list(values), student_t=True):.1f}"
 
 
+def top_quarter_count(ranks: Sequence[int], others: int) -> int:
+    """How many of ``ranks`` (1 = best, among ``others`` + 1) fall in the top quarter of the others."""
+    return sum((r - 1) <= others / 4 for r in ranks)
+
+
 def rank_among(value: float, others: Sequence[float]) -> int:
     """1 + the number of random configurations strictly better (ties count in the searched one's favour)."""
     return 1 + sum(o > value for o in others)
@@ -561,17 +568,17 @@ def summarise_design(design: str, per_seed: Dict[int, dict], settings: Settings)
         supernet = [x["val_accuracy"] for x in summaries]
         searches[preset] = {
             "ranks": ranks, "of": settings.random + 1,
-            "top_quarter": sum((r - 1) <= settings.random / 4 for r in ranks),
+            "top_quarter": top_quarter_count(ranks, settings.random),
             "minus_hand": [accs[s] - per_seed[s]["rows"]["hand design"]["test_acc"] for s in seeds],
             "confidence": [x["confidence"] for x in summaries], "decided_fraction": decided,
             "seconds": [x["seconds"] for x in summaries], "supernet_val": supernet,
             "trained_val": [per_seed[s]["rows"][label]["val_acc"] for s in seeds],
             "trained_test": list(accs.values()), "configs": [x["config"] for x in summaries]}
     return {"design": design, "seeds": seeds, "table": table, "searches": searches, "diagnostics": diagnostics,
-            "equal_cost": _equal_cost_verdict(per_seed, seeds, settings), "points": _points(per_seed)}
+            "equal_cost": _equal_cost_verdict(per_seed, seeds), "points": _points(per_seed)}
 
 
-def _equal_cost_verdict(per_seed: Dict[int, dict], seeds: List[int], settings: Settings) -> List[dict]:
+def _equal_cost_verdict(per_seed: Dict[int, dict], seeds: List[int]) -> List[dict]:
     """Every DPL row (a search plus its train stage) against the rows trained as many samples as the
     first preset's DPL pipeline processed: paired per seed with the hand design and the mean of the
     random configurations at that cost, its rank among those random configurations, and what its
@@ -592,7 +599,7 @@ def _equal_cost_verdict(per_seed: Dict[int, dict], seeds: List[int], settings: S
             "minus_random_mean": [rows[s]["test_acc"] - statistics.mean(at_cost[s]) for s in seeds
                                   if at_cost[s]],
             "ranks": ranks, "of": len(at_cost[seeds[0]]) + 1,
-            "top_quarter": sum((r - 1) <= len(at_cost[s]) / 4 for r, s in zip(ranks, seeds)),
+            "top_quarter": top_quarter_count(ranks, len(at_cost[seeds[0]])),
             "samples": [search[s] + rows[s].get("samples", 0) for s in seeds],
             "cost_samples": [per_seed[s]["rows"]["hand design @ DPL cost"].get("samples", 0) for s in seeds],
             "search_over_train_samples": [search[s] / max(rows[s].get("samples", 0), 1) for s in seeds],

@@ -42,8 +42,8 @@ from ..runtime.lock import lock_output_dir
 from ..runtime.reproducibility import capture_rng_state, restore_rng_state, seed_everything
 from ..runtime.sharded_data import set_epoch
 from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet, definition
-from ..search.inherit import supernet_from_checkpoint
 from ..search.cost import cost_line
+from ..search.inherit import supernet_from_checkpoint
 from . import checkpoint_folder
 from .batch_job_output import one_line_per_epoch
 from .datasets.coop_format import shots_per_class
