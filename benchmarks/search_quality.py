@@ -74,6 +74,14 @@ from parse_results import interval  # noqa: E402
 DESIGNS = ("coop", "vpt", "ivlp", "maple")
 INITS = ("random", "template", "searched")
 CACHE_FORMAT = "dpl-plugin/search-quality-cache-v1"
+# Search options added after that format: at their default they stay out of a search's identity, so
+# the searches (and the rows that depend on them) cached before the option existed remain valid.
+_ADDED_AFTER_CACHE_V1 = ("nested", "paths")
+# A search's selection scores configurations forward only; one forward costs this much of a forward
+# and backward (measured on the demo: 0.52 for the VPT and MaPLe hand designs, 1 thread), so its
+# images count this much towards the search's samples.
+FORWARD_SHARE = 0.5
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(dpl.SearchSettings)}
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,8 @@ class Settings:
     select_samples: int = 64
     # The searches' own selection (SELECT): the configuration of the "searched" rows, inherited ones included.
     select: str = "argmax"
+    nested: bool = False  # the searches' NESTED: candidates sharing their tokens
+    paths: str = "mixture"  # the searches' PATHS: mixture (DARTS) or single (random search with weight sharing)
     # Extra rows: the hand design trained this many epochs each (where its curve stops rising).
     curve: Tuple[int, ...] = ()
 
@@ -323,12 +333,14 @@ class SearchQuality:
                 # what the preset means today: a changed preset is another search (the setup options,
                 # lr, init and batch sizes, are the keys above)
                 "settings": {k: v for k, v in dataclasses.asdict(self._search_settings(preset)).items()
-                             if k not in fields_of("setup") + fields_of("cosmetic")}}
+                             if k not in fields_of("setup") + fields_of("cosmetic")
+                             and not (k in _ADDED_AFTER_CACHE_V1 and v == _DEFAULTS[k])}}
 
     def _search_settings(self, preset: str) -> dpl.SearchSettings:
         s = self.settings
         return dpl.SearchSettings(epochs=s.search_epochs, preset=preset, alpha_lr=s.alpha_lr, lr=s.search_lr,
                                   text_init=s.search_init, vision_init=s.search_init, select=s.select, plot=False,
+                                  nested=s.nested, paths=s.paths,
                                   # the selects' sample count is another search only where the search samples
                                   **({"select_samples": s.select_samples} if s.select == "sampled" else {})
                                   ).resolved()
@@ -356,7 +368,7 @@ class SearchQuality:
         val_accuracy = result.val_accuracy
         summary = {"config": config_dict(result.config), "confidence": confidence(result.history),
                    "seconds": round(time.perf_counter() - start, 1), "val_accuracy": val_accuracy,
-                   "id": ResultCache.key(identity), "samples": getattr(result, "samples", None),
+                   "id": ResultCache.key(identity), "samples": search_samples(result),
                    "cpu_seconds": round(time.process_time() - cpu, 1), "epochs_run": result.epochs_run}
         self.cache.put(identity, summary)
         self.trained += 1
@@ -463,6 +475,13 @@ class SearchQuality:
         lrs = list(self.settings.lrs) if tokens(config) else [None]
         per_lr = {str(lr): self.cache.get(self._identity(task, seed, config, init, lr, search_id)) for lr in lrs}
         return all(per_lr.values()) and "test_acc" in per_lr[choose_lr(per_lr)]
+
+
+def search_samples(result) -> int:
+    """A search's cost in images through forward and backward: its steps', plus its selection's
+    forward-only scoring at :data:`FORWARD_SHARE` each (none for argmax)."""
+    scored = result.selection.samples if result.selection is not None else 0
+    return result.samples + math.ceil(FORWARD_SHARE * scored)
 
 
 class CountingLoader:
@@ -864,6 +883,10 @@ def parse_args(argv=None):
                         help="extra rows: the first preset's supernet under these selections (SELECT)")
     parser.add_argument("--select-samples", type=int, default=Settings().select_samples,
                         help="SELECT sampled: configurations drawn from softmax(alpha) and scored")
+    parser.add_argument("--nested", action="store_true",
+                        help="the searches' candidates share their tokens (NESTED)")
+    parser.add_argument("--paths", default=default.paths, choices=("mixture", "single"),
+                        help="the searches' PATHS (single: give --select sampled)")
     parser.add_argument("--curve", type=int, nargs="*", default=[],
                         help="extra rows: the hand design trained this many epochs each (its learning curve)")
     parser.add_argument("--output", default=None, help="default output/search_quality (--quick: ..._quick)")
@@ -889,7 +912,8 @@ def main(argv=None):
                         search_init=args.search_init, random=args.random, insertion=args.insertion,
                         presets=tuple(args.presets), searched_inits=tuple(args.searched_inits),
                         equal_cost=args.equal_cost, selects=tuple(args.selects), select_samples=args.select_samples,
-                        curve=tuple(args.curve), val_batch_size=args.val_batch_size, select=args.select)
+                        curve=tuple(args.curve), val_batch_size=args.val_batch_size, select=args.select,
+                        nested=args.nested, paths=args.paths)
     start = time.perf_counter()
     clip_model = dpl.load_clip("dpl-demo")
     spec = dpl.BackboneSpec.of(clip_model)

@@ -30,7 +30,7 @@ def loaders(n_train=12, n_val=6, seed=0, batch=4):
 
 def make_search(clip_model, output_dir=None, epochs=2, seed=0, candidates=(0, 1, 3), device=None, **settings):
     torch.manual_seed(seed)
-    model = build_supernet(clip_model, CLASSNAMES, candidates=candidates)
+    model = build_supernet(clip_model, CLASSNAMES, candidates=candidates, nested=settings.get("nested", False))
     optimizer = build_sgd(model.prompt_learner.prompt_parameters(), lr=0.05)
     scheduler = build_lr_scheduler(optimizer, epochs, warmup_epoch=1, warmup_lr=1e-3)
     train, val = loaders()
@@ -88,10 +88,13 @@ def test_validation_batches_cycle_through_every_sample_reshuffled():
 
 ALL_OPTIONS = dict(warmup_epochs=1, temperature=(2.0, 0.5), gumbel=True, token_cost=0.05, token_budget=2)
 REGULARISED = dict(alpha_noise=0.3, beta_decay=5.0, select="sampled", select_samples=4)
+SINGLE_PATHS = dict(paths="single", select="sampled", select_samples=4)
 
 
-@pytest.mark.parametrize("options", [{}, {"preset": "robust"}, ALL_OPTIONS, REGULARISED, {"select": "perturbation"}],
-                         ids=["paper", "robust", "all-options", "regularised-sampled", "perturbation"])
+@pytest.mark.parametrize("options", [{}, {"preset": "robust"}, ALL_OPTIONS, REGULARISED, {"select": "perturbation"},
+                                     {"preset": "robust", "nested": True}, SINGLE_PATHS],
+                         ids=["paper", "robust", "all-options", "regularised-sampled", "perturbation", "nested",
+                              "single-paths"])
 def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_path, options):
     from dpl_plugin import load_clip
 
@@ -197,6 +200,13 @@ def test_resume_refuses_a_checkpoint_of_another_search(tiny_clip, tmp_path):
         other.run()
 
 
+def test_resume_refuses_a_checkpoint_of_other_candidate_layout(tiny_clip, tmp_path):
+    make_search(tiny_clip, str(tmp_path), epochs=1).run()
+    nested = make_search(tiny_clip, str(tmp_path), epochs=2, nested=True)
+    with pytest.raises(SearchStateMismatchError, match=r"search option: settings\.nested: False -> True"):
+        nested.run()
+
+
 def test_prompt_optimizer_must_not_hold_alpha(tiny_clip):
     model = build_supernet(tiny_clip, CLASSNAMES, candidates=(0, 1))
     train, val = loaders()
@@ -225,13 +235,49 @@ def test_early_stop_once_every_layer_has_decided(tiny_clip, peak, epochs_run):
     ({}, [12 + 3 * 2, 12 + 3 * 2]),  # 3 prompt steps on batches of 4, each after an alpha step on 2
     ({"warmup_epochs": 1}, [12, 12 + 3 * 2]),  # no alpha steps while warming up
     ({"second_order": True}, [3 * (4 * 4 + 2)] * 2),  # unrolled: the training batch 3 more times per step
-], ids=["first-order", "warm-up", "second-order"])
+    (SINGLE_PATHS, [12, 12]),  # no alpha steps at all
+], ids=["first-order", "warm-up", "second-order", "single-paths"])
 def test_search_counts_the_samples_it_processes(tiny_clip, options, per_epoch):
     search = make_search(tiny_clip, epochs=2, **options)  # 12 training images in batches of 4, validation in 2s
     assert search.run().samples == sum(per_epoch)
     # the cost a run announces before it starts: the same count, in passes over the 12 training images
     settings = replace(search.settings, batch_size=4, val_batch_size=2)
     assert search_cost_in_train_epochs(settings) * 12 == sum(per_epoch)
+
+
+def test_single_path_search_trains_drawn_candidates_alone_and_never_alpha(tiny_clip, images):
+    search = make_search(tiny_clip, epochs=1, **SINGLE_PATHS)
+    learner, model = search.learner, search.model
+    alpha = {k: t.detach().clone() for k, t in learner.alpha.tables.items()}
+    search._set_relaxation()
+    model.train()
+    noise = learner.alpha.noise.get_state()
+    weights = learner.alpha.mixture_weights()  # what the next forward draws: one candidate per layer
+    learner.alpha.noise.set_state(noise)
+    drawn = {k: w.argmax(dim=1).tolist() for k, w in weights.items()}
+    assert all(torch.equal(w.sum(dim=1), torch.ones(len(w))) and set(w.unique().tolist()) == {0.0, 1.0}
+               for w in weights.values())
+    loss = torch.nn.functional.cross_entropy(model(images), torch.tensor([0, 1, 2, 3]))
+    grads = dict(zip(["text", "vision"], torch.autograd.grad(loss, [learner.text["0"], learner.vision["0"]])))
+    for branch, grad in grads.items():  # layer 0's packed candidates: rows of the drawn one only
+        rows = learner.pad_index[drawn[branch][0], :learner.candidates[drawn[branch][0]]]
+        used = torch.zeros(grad.shape[0], dtype=torch.bool)
+        used[rows] = True
+        assert torch.equal(grad[~used], torch.zeros_like(grad[~used])) and (grad[used].abs().sum(dim=1) > 0).all()
+    result = search.run()
+    assert all(torch.equal(learner.alpha.tables[k].detach(), alpha[k]) for k in alpha)  # never stepped
+    assert result.selection.method == "sampled" and result.selection.scored >= 1
+    assert result.val_accuracy == result.selection.best.accuracy  # the chosen configuration's score
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(paths="single"), r"PATHS single trains no alpha, so SELECT argmax .* set SELECT sampled"),
+    (dict(paths="single", select="sampled", early_stop_patience=2), r"EARLY_STOP .* PATHS single does not train"),
+    (dict(paths="one"), r"PATHS must be one of \['mixture', 'single'\], got 'one'"),
+])
+def test_single_paths_refuse_what_needs_a_trained_alpha(options, message):
+    with pytest.raises(ValueError, match=message):
+        SearchSettings(**options).resolved()
 
 
 def test_second_order_step_matches_exact_hypergradient(tiny_clip):

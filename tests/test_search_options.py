@@ -9,8 +9,10 @@ import torch
 from conftest import CLASSNAMES
 from dpl_plugin import BackboneSpec, PromptConfig, PromptConfigError, build_prompted_clip
 from dpl_plugin.prompting.initialization import context_embeddings, inherit_prompts
-from dpl_plugin.search import PRESETS, AlphaHistory, SearchSettings, build_supernet, confidence_summary, derive_config
+from dpl_plugin.search import (CHECKPOINT_FILE, PRESETS, AlphaHistory, SearchSettings, build_supernet,
+                               confidence_summary, derive_config)
 from dpl_plugin.search.discretize import choose
+from dpl_plugin.search.inherit import supernet_from_checkpoint
 from dpl_plugin.search.settings import temperature_at, yacs_defaults
 from test_search_loop import make_search
 
@@ -195,6 +197,17 @@ def test_inherited_prompts_reproduce_the_supernet_at_its_choice(tiny_clip, image
     supernet.eval(), model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(images), supernet(images), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["separate", "nested"])
+def test_supernet_is_read_back_from_its_search_checkpoint_in_its_layout(tiny_clip, tmp_path, nested):
+    search = make_search(tiny_clip, str(tmp_path), epochs=1, nested=nested)
+    search.run()
+    spec = BackboneSpec.of(tiny_clip)
+    learner = supernet_from_checkpoint(str(tmp_path / CHECKPOINT_FILE), spec, (0, 1, 3), ("text", "vision"), False)
+    assert learner.nested is nested and learner.text["0"].shape[0] == (3 if nested else 4)
+    for (name, a), (_, b) in zip(search.learner.state_dict().items(), learner.state_dict().items()):
+        assert torch.equal(a, b), name
 
 
 def test_searched_initialisation_inherits_from_the_supernet_or_is_refused(tiny_clip, images):

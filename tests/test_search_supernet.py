@@ -40,10 +40,12 @@ def test_supernet_model_equals_per_candidate_model(tiny_clip, images, design, mo
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("nested", [False, True], ids=["separate", "nested"])
 @pytest.mark.parametrize("design", ["ivlp", "maple"])
-def test_one_hot_alpha_is_the_fixed_length_model(tiny_clip, images, design):
+def test_one_hot_alpha_is_the_fixed_length_model(tiny_clip, images, design, nested):
     torch.manual_seed(0)
-    supernet = build_supernet(tiny_clip, CLASSNAMES, candidates=CANDIDATES, **get_design(design).search_space())
+    supernet = build_supernet(tiny_clip, CLASSNAMES, candidates=CANDIDATES, nested=nested,
+                              **get_design(design).search_space())
     learner = supernet.prompt_learner
     chosen = {"text": [4, 0, 6], "vision": [4, 0, 6] if design == "maple" else [1, 2, 0]}
     with torch.no_grad():
@@ -67,6 +69,25 @@ def test_one_hot_alpha_is_the_fixed_length_model(tiny_clip, images, design):
                 if n:
                     fixed.prompt_learner.vision[str(layer)].copy_(learner.candidate_prompt("vision", layer, n))
         torch.testing.assert_close(supernet(images), fixed(images), rtol=1e-5, atol=1e-5)
+
+
+def test_nested_candidates_are_prefixes_of_one_prompt_and_learn_where_they_are_used(tiny_clip, images, monkeypatch):
+    torch.manual_seed(0)
+    model = build_supernet(tiny_clip, CLASSNAMES, candidates=CANDIDATES, nested=True)
+    learner = model.prompt_learner
+    assert learner.text["0"].shape[0] == max(CANDIDATES) and learner.vision["0"].shape[0] == max(CANDIDATES)
+    for n in CANDIDATES:
+        torch.testing.assert_close(learner.candidate_prompt("text", 1, n), learner.text["1"][:n])
+    labels = torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():  # layer 0 of the text branch decided for 2 tokens, every other layer mixed
+        learner.alpha.tables["text"][0].fill_(-1e4)[CANDIDATES.index(2)] = 0.0
+    loss = torch.nn.functional.cross_entropy(model(images), labels)
+    grad_0, grad_1 = torch.autograd.grad(loss, [learner.text["0"], learner.text["1"]])
+    assert grad_0[:2].abs().min() > 0 and torch.equal(grad_0[2:], torch.zeros_like(grad_0[2:]))
+    assert (grad_1.abs().sum(dim=1) > 0).all()  # mixed: every shared token is in some candidate
+    fast = model(images).detach()
+    monkeypatch.setattr(insertion, "mixture_attention", reference_mixture_attention)
+    torch.testing.assert_close(fast, model(images).detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_alpha_is_a_module_parameter_apart_from_prompts(tiny_clip, tmp_path):

@@ -294,7 +294,7 @@ class DPLTrainer(TrainerX):
         model = build_supernet(self.clip_model, self.classnames, candidates=cfg.TRAINER.DPL.CANDIDATES,
                                templates=templates or (DEFAULT_TEMPLATE,), merge=merge, text_init=settings.text_init,
                                vision_init=settings.vision_init, text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT,
-                               **self.design.search_space()).to(self.device)
+                               nested=settings.nested, **self.design.search_space()).to(self.device)
         learner = model.prompt_learner
         optimizer, scheduler = build_optimizer_and_scheduler(learner.prompt_parameters(), cfg.OPTIM, lr=settings.lr,
                                                              max_epoch=settings.epochs)

@@ -190,13 +190,15 @@ class BilevelSearch:
 
     # -- epochs ------------------------------------------------------------------------------------
     def _alpha_moves(self) -> bool:
-        """False during warm-up: the candidate prompts train while alpha (and its Adam state) rest."""
-        return self.epoch >= self.settings.warmup_epochs
+        """False during warm-up, and always with single paths: the candidate prompts train while alpha
+        (and its Adam state) rest."""
+        return self.settings.paths == "mixture" and self.epoch >= self.settings.warmup_epochs
 
     def _set_relaxation(self) -> None:
         """The epoch's softmax temperature and sampling (functions of the epoch: nothing to resume)."""
         self.learner.alpha.temperature = temperature_at(self.settings, self.epoch)
         self.learner.alpha.gumbel = self.settings.gumbel
+        self.learner.alpha.single_path = self.settings.paths == "single"
 
     def _run_epoch(self) -> Dict[str, float]:
         self.model.train()
@@ -259,17 +261,22 @@ class BilevelSearch:
 
     def _log_epoch(self, stats: Dict[str, float]) -> None:
         current = derive_config(self.learner, budget=self.settings.token_budget)
-        alpha = (f"val loss {stats['val_loss']:.4f} acc {stats['val_acc']:.1f}%"
-                 if self.epoch > self.settings.warmup_epochs else "alpha frozen (warm-up)")
         with torch.no_grad():
             tokens = self.learner.expected_tokens().item()
         logger.info(
             "epoch [%d/%d] train loss %.4f acc %.1f%% | %s | lr %.3e | T %.3g | E[tokens] %.1f | text %s | "
             "vision %s | %s",
-            self.epoch, self.settings.epochs, stats["train_loss"], stats["train_acc"], alpha,
+            self.epoch, self.settings.epochs, stats["train_loss"], stats["train_acc"], self._alpha_status(stats),
             self.prompt_optimizer.param_groups[0]["lr"], self.learner.alpha.temperature, tokens,
             current.text, current.vision, self._epoch_timing.timing(),
         )
+
+    def _alpha_status(self, stats: Dict[str, float]) -> str:
+        if self.settings.paths == "single":
+            return "single paths (alpha not trained)"
+        if self.epoch > self.settings.warmup_epochs:
+            return f"val loss {stats['val_loss']:.4f} acc {stats['val_acc']:.1f}%"
+        return "alpha frozen (warm-up)"
 
     def _write_reports(self, final: bool) -> Dict[str, str]:
         files = {"history": self.history.save(os.path.join(self.output_dir, HISTORY_FILE))}
@@ -300,15 +307,21 @@ class BilevelSearch:
 
     def _finish(self, seconds: float) -> SearchResult:
         rng = capture_rng_state()  # evaluating must not change what follows the search
-        # The supernet on the whole validation split (deterministic mixture): the number its searched
-        # configuration's trained accuracy is compared with (the discretisation gap).
-        self.val_accuracy = evaluate(self.model, unpadded(self.val_loader), self.batch_fn, progress=False)
+        single = self.settings.paths == "single"
+        # The supernet on the whole validation split: the number its searched configuration's trained
+        # accuracy is compared with (the discretisation gap). A mixture supernet: its deterministic
+        # mixture; a single-path one, which never ran a mixture: the chosen configuration's score.
+        if not single:
+            self.val_accuracy = evaluate(self.model, unpadded(self.val_loader), self.batch_fn, progress=False)
         self.selection = self._select()
+        if single and self.selection.best is not None:
+            self.val_accuracy = self.selection.best.accuracy
         restore_rng_state(rng)
         files = self._write_reports(final=True) if self.output_dir and distributed.is_main() else {}
-        if self.history.epochs:
+        if self.history.epochs and not single:  # alpha's confidence: nothing to report where it did not learn
             logger.info("Searched configuration (per-layer confidence):\n%s", format_confidence(self.history))
             logger.info("%s", confidence_summary(self.history).message)
+        if self.val_accuracy is not None:
             logger.info("Supernet validation accuracy at the end of the search: %.1f%%", self.val_accuracy)
         samples = int(distributed.sum_values({"samples": self.samples})["samples"])
         return SearchResult(self.config(), self.history, self.output_dir, self.epoch, files, self.model, seconds,

@@ -2,9 +2,9 @@
 (:attr:`~dpl_plugin.search.bilevel.SearchResult.samples`): images through forward and backward.
 
 A search epoch makes one prompt step per training batch, and once ``alpha`` moves (after
-``WARMUP_EPOCHS``) an ``alpha`` step on a validation batch before each: ``1 + VAL_BATCH_SIZE /
-BATCH_SIZE`` epochs' worth of images, where a train-stage epoch is one pass over the training split
-whatever its batch size. A second-order step adds a forward and backward on the training batch and
+``WARMUP_EPOCHS``; never with ``PATHS single``) an ``alpha`` step on a validation batch before
+each: ``1 + VAL_BATCH_SIZE / BATCH_SIZE`` epochs' worth of images, where a train-stage epoch is one
+pass over the training split whatever its batch size. A second-order step adds a forward and backward on the training batch and
 two at the perturbed prompts.
 """
 
@@ -15,7 +15,7 @@ from .settings import SearchSettings
 
 def search_cost_in_train_epochs(settings: SearchSettings) -> float:
     """The search's images processed, in passes over the training split (``settings`` resolved)."""
-    moving = max(settings.epochs - settings.warmup_epochs, 0)
+    moving = max(settings.epochs - settings.warmup_epochs, 0) if settings.paths == "mixture" else 0
     per_alpha_step = settings.val_batch_size / settings.batch_size
     if settings.second_order:
         per_alpha_step += 3  # the unrolled step: the training batch, then w+ and w-

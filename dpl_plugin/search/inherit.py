@@ -18,8 +18,11 @@ def supernet_from_checkpoint(path: str, backbone: BackboneSpec, candidates: Sequ
     if not os.path.isfile(path):
         raise PromptConfigError(f"TRAIN.INIT searched needs the search's checkpoint {path}, which does not exist; "
                                 f"use TRAIN.INIT normal:0.02 or template, or run the search in this output folder")
-    learner = SupernetPromptLearner(backbone, branches, candidates, coupled)
-    learner.load_state_dict(load_checkpoint(path, map_location="cpu")["learner"])
+    state = load_checkpoint(path, map_location="cpu")
+    # The candidates' layout is the search's (NESTED, recorded with its settings; absent: not nested).
+    nested = bool(state.get("settings", {}).get("nested", False))
+    learner = SupernetPromptLearner(backbone, branches, candidates, coupled, nested=nested)
+    learner.load_state_dict(state["learner"])
     return learner
 
 

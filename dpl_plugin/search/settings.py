@@ -33,6 +33,7 @@ from .definition import plain
 from .supernet import CANDIDATE_TEXT_INIT, CANDIDATE_VISION_INIT
 
 PRESET_NAMES = ("paper", "robust")
+PATH_MODES = ("mixture", "single")
 SEARCH_OBJECTIVES = ("method", "cross_entropy")
 from .selection import SAMPLE_SOURCES, SELECTIONS
 
@@ -75,9 +76,11 @@ def _two_positive(value) -> None:
         raise ValueError(f"TEMPERATURE must be two positive numbers (start, end), got {value}")
 
 
-def _boolean(value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"GUMBEL must be True or False, got {value!r}")
+def _flag(key: str) -> Callable:
+    def check(value):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be True or False, got {value!r}")
+    return check
 
 
 def _positive_count(key: str) -> Callable:
@@ -141,7 +144,8 @@ class SearchSettings:
         "TEMPERATURE", "(start, end) softmax temperature over candidates, annealed geometrically", _two_positive,
         paper=(1.0, 1.0), robust=(1.0, 0.1))
     gumbel: Optional[bool] = _robustness(
-        "GUMBEL", "sample the mixture weights with Gumbel-softmax (GDAS/SNAS)", _boolean, paper=False, robust=False)
+        "GUMBEL", "sample the mixture weights with Gumbel-softmax (GDAS/SNAS)", _flag("GUMBEL"),
+        paper=False, robust=False)
     # robust: a small cost against the drift towards the longest candidates.
     token_cost: Optional[float] = _robustness(
         "TOKEN_COST", "lambda of the alpha-loss penalty lambda * E[tokens]", _number("TOKEN_COST"),
@@ -150,7 +154,13 @@ class SearchSettings:
         "TOKEN_BUDGET", "total prompt tokens (all layers and branches) the result must respect; 0 = none",
         _count("TOKEN_BUDGET"), paper=0, robust=0)
 
-    # -- choosing from the supernet, its regularisers, stopping ----------------------------------
+    # -- the supernet's parametrisation and training, choosing from it, its regularisers, stopping --
+    paths: str = _opt("mixture", "PATHS", "what a prompt step trains: mixture (every candidate, weighted by "
+                      "softmax(alpha): DARTS, the paper) or single (one candidate per layer drawn uniformly, alpha "
+                      "not trained: random search with weight sharing; needs SELECT sampled)", choices=PATH_MODES)
+    nested: bool = _opt(False, "NESTED", "candidates share tokens: a layer's c-token candidate is the first c tokens "
+                        "of one prompt of the longest length (False: a prompt per candidate, the paper's)",
+                        check=_flag("NESTED"))
     select: str = _opt("argmax", "SELECT", "how the configuration is chosen from the trained supernet: argmax "
                        "(the paper), perturbation (DARTS-PT) or sampled (random search with weight sharing)",
                        choices=SELECTIONS)
@@ -243,6 +253,12 @@ def _check(s: SearchSettings) -> None:
             raise ValueError(f"{f.metadata['key']} must be one of {list(f.metadata['choices'])}, got {value!r}")
         if "check" in f.metadata:
             f.metadata["check"](value)
+    if s.paths == "single" and s.select != "sampled":
+        raise OptionError(f"PATHS single trains no alpha, so SELECT {s.select} would choose from untrained logits: "
+                          f"set SELECT sampled (it scores SELECT_SAMPLES configurations on validation)")
+    if s.paths == "single" and (s.early_stop_patience or s.early_stop_confidence):
+        raise OptionError("EARLY_STOP and EARLY_STOP_CONFIDENCE watch alpha, which PATHS single does not train: "
+                          "set them to 0")
     if not 0 <= s.warmup_epochs < s.epochs:
         raise OptionError(f"WARMUP_EPOCHS must be in [0, EPOCHS) = [0, {s.epochs}), got {s.warmup_epochs}: "
                          f"alpha must move for at least one epoch")
@@ -268,5 +284,5 @@ def temperature_at(settings: SearchSettings, epoch: int) -> float:
     return float(start * (end / start) ** t)
 
 
-__all__ = ["PRESETS", "PRESET_NAMES", "ROBUSTNESS_OPTIONS", "SearchSettings", "alpha_noise_at", "beta_decay_at",
-           "cosmetic_keys", "fields_of", "temperature_at", "yacs_defaults"]
+__all__ = ["PATH_MODES", "PRESETS", "PRESET_NAMES", "ROBUSTNESS_OPTIONS", "SearchSettings", "alpha_noise_at",
+           "beta_decay_at", "cosmetic_keys", "fields_of", "temperature_at", "yacs_defaults"]

@@ -43,7 +43,8 @@ def search_prompt_lengths(clip_model, classnames: Sequence[str], train_loader: I
                                 "pass SearchSettings(...) (a dict d: SearchSettings(**d))")
     candidates = list(candidates)
     supernet = build_supernet(clip_model, classnames, candidates=candidates, **get_design(design).search_space(),
-                              text_init=settings.text_init, vision_init=settings.vision_init, **supernet_kwargs)
+                              text_init=settings.text_init, vision_init=settings.vision_init, nested=settings.nested,
+                              **supernet_kwargs)
     optimizer = build_sgd(supernet.prompt_learner.prompt_parameters(), lr=settings.lr)
     scheduler = build_lr_scheduler(optimizer, settings.epochs)
     info = {"design": design, **(provenance or {})}

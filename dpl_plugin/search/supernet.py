@@ -5,6 +5,11 @@ prompt ``P[l, c]`` of ``c`` tokens (stored packed, one tensor per layer), and on
 ``alpha[l, c]``. The learner emits, per layer, a :class:`CandidateMixture` whose weights are
 ``softmax(alpha[l])``; the prefix attention mixes the candidates in one pass.
 
+With ``nested`` candidates (``TRAINER.DPL.SEARCH.NESTED``) a layer's candidates share their tokens
+instead: ``P[l, c]`` is the first ``c`` tokens of one ``max(C)``-token prompt (weight sharing as in
+slimmable and once-for-all networks), so a token the train stage inherits learned in every step that
+used a candidate at least that long, not only in the steps of its own candidate.
+
 ``alpha`` lives in its own module (:class:`ArchitectureLogits`): it is in the state dict, moves
 with ``.to()``, and is kept apart from the prompt parameters, which the prompt optimizer gets.
 """
@@ -56,6 +61,7 @@ class ArchitectureLogits(nn.Module):
         # How the mixture weights are drawn; set by the search loop each epoch, never learned.
         self.temperature = 1.0
         self.gumbel = False
+        self.single_path = False
         # Gumbel noise comes from a generator of its own, seeded from the seed in force now, which is
         # the same on every process (their initial prompts and alpha must be equal): every process
         # then mixes with the same sample, however differently each is seeded afterwards (their own
@@ -74,12 +80,22 @@ class ArchitectureLogits(nn.Module):
         return COUPLED if self.coupled else branch
 
     def mixture_weights(self) -> Dict[str, torch.Tensor]:
-        """Per table, the weights the supernet mixes candidates with: ``softmax(alpha / T)``, or in
-        training with ``gumbel`` one relaxed sample ``softmax((alpha + G) / T)`` (GDAS/SNAS), shared
-        by the branches of a coupled table."""
+        """Per table, the weights the supernet mixes candidates with: ``softmax(alpha / T)``; in
+        training with ``gumbel`` one relaxed sample ``softmax((alpha + G) / T)`` (GDAS/SNAS), with
+        ``single_path`` one candidate per layer drawn uniformly, one-hot (SPOS; random search with
+        weight sharing). A sample is shared by the branches of a coupled table."""
+        if self.single_path and self.training:
+            return {k: self._uniform_path(t) for k, t in self.tables.items()}
         if self.gumbel and self.training:
             return {k: self._gumbel_sample(t) for k, t in self.tables.items()}
         return {k: torch.softmax(t / self.temperature, dim=-1) for k, t in self.tables.items()}
+
+    def _uniform_path(self, logits: torch.Tensor) -> torch.Tensor:
+        """One-hot weights of one uniformly drawn candidate per layer (from :attr:`noise`): the
+        step trains that configuration alone, as the stand-alone model would run it."""
+        layers, count = logits.shape
+        drawn = torch.randint(count, (layers,), generator=self.noise)
+        return torch.nn.functional.one_hot(drawn, count).to(logits.device, logits.dtype)
 
     def _gumbel_sample(self, logits: torch.Tensor) -> torch.Tensor:
         """``F.gumbel_softmax(logits, tau=T)``'s computation with the noise from :attr:`noise` (drawn
@@ -105,7 +121,9 @@ class SupernetPromptLearner(nn.Module):
     """Candidate prompts for ``branches`` over all their layers (prefix insertion only).
 
     Initialisation follows the official code: text prompts uniform in [0, 1), vision prompts
-    standard normal. ``coupled``: vision candidates are ``Linear_l(text candidates)``.
+    standard normal. ``coupled``: vision candidates are ``Linear_l(text candidates)``. ``nested``:
+    candidate ``c`` is the first ``c`` rows of one ``max(C)``-row prompt per layer (the official
+    code has a prompt per candidate: ``sum(C)`` rows).
     """
 
     insertion = "prefix"
@@ -113,9 +131,10 @@ class SupernetPromptLearner(nn.Module):
 
     def __init__(self, backbone: BackboneSpec, branches: Sequence[str], candidates: Iterable[int] = DEFAULT_CANDIDATES,
                  coupled: bool = False, text_init: str = CANDIDATE_TEXT_INIT, vision_init: str = CANDIDATE_VISION_INIT,
-                 alpha_init_std: float = 1e-3):
+                 alpha_init_std: float = 1e-3, nested: bool = False):
         super().__init__()
         self.candidates = normalise_candidates(candidates)
+        self.nested = bool(nested)
         if "vision" in branches and not backbone.is_vit:
             raise ValueError(f"{backbone.name or 'this backbone'} has a ResNet image encoder: search the text branch only")
         if coupled and set(branches) != {"text", "vision"}:
@@ -127,7 +146,7 @@ class SupernetPromptLearner(nn.Module):
         if coupled:
             searched = {b: min(searched.values()) for b in self.branches}
         self.searched_layers = searched
-        total = sum(self.candidates)
+        total = max(self.candidates) if self.nested else sum(self.candidates)  # rows of a layer's prompt
         self.text = nn.ParameterDict()
         self.vision = nn.ParameterDict()
         self.maps = nn.ModuleDict()
@@ -146,7 +165,8 @@ class SupernetPromptLearner(nn.Module):
         index = torch.full((len(self.candidates), max(c_max, 1)), total, dtype=torch.long)
         start = 0
         for k, c in enumerate(self.candidates):
-            index[k, :c] = torch.arange(start, start + c)
+            first = 0 if self.nested else start
+            index[k, :c] = torch.arange(first, first + c)
             start += c
         self.register_buffer("pad_index", index, persistent=False)
         self.register_buffer("lengths", torch.tensor(self.candidates), persistent=False)
@@ -189,8 +209,7 @@ class SupernetPromptLearner(nn.Module):
     def candidate_prompt(self, branch: str, layer: int, length: int) -> torch.Tensor:
         """The ``length``-token candidate of ``layer`` (what the fixed-length model would use)."""
         k = self.candidates.index(length)
-        start = sum(self.candidates[:k])
-        return self._packed(branch, layer)[start:start + length]
+        return self._packed(branch, layer)[self.pad_index[k, :length]]
 
 
 def build_supernet(clip_model, classnames: Sequence[str], branches: Sequence[str] = ("text", "vision"),
