@@ -118,6 +118,8 @@ class Settings:
     select: str = "argmax"
     nested: bool = False  # the searches' NESTED: candidates sharing their tokens
     paths: str = "mixture"  # the searches' PATHS: mixture (DARTS) or single (random search with weight sharing)
+    alpha_noise: float = 0.0  # the searches' ALPHA_NOISE (SDARTS-RS)
+    beta_decay: float = 0.0  # the searches' BETA_DECAY (beta-DARTS)
     # Extra rows: the hand design trained this many epochs each (where its curve stops rising).
     curve: Tuple[int, ...] = ()
 
@@ -340,7 +342,8 @@ class SearchQuality:
         s = self.settings
         return dpl.SearchSettings(epochs=s.search_epochs, preset=preset, alpha_lr=s.alpha_lr, lr=s.search_lr,
                                   text_init=s.search_init, vision_init=s.search_init, select=s.select, plot=False,
-                                  nested=s.nested, paths=s.paths,
+                                  nested=s.nested, paths=s.paths, alpha_noise=s.alpha_noise,
+                                  beta_decay=s.beta_decay,
                                   # the selects' sample count is another search only where the search samples
                                   **({"select_samples": s.select_samples} if s.select == "sampled" else {})
                                   ).resolved()
@@ -594,7 +597,21 @@ def summarise_design(design: str, per_seed: Dict[int, dict], settings: Settings)
             "trained_val": [per_seed[s]["rows"][label]["val_acc"] for s in seeds],
             "trained_test": list(accs.values()), "configs": [x["config"] for x in summaries]}
     return {"design": design, "seeds": seeds, "table": table, "searches": searches, "diagnostics": diagnostics,
-            "equal_cost": _equal_cost_verdict(per_seed, seeds), "points": _points(per_seed)}
+            "equal_cost": _equal_cost_verdict(per_seed, seeds), "ceiling": _selection_ceiling(per_seed, seeds),
+            "points": _points(per_seed)}
+
+
+def _selection_ceiling(per_seed: Dict[int, dict], seeds: List[int]) -> Optional[List[float]]:
+    """Per seed, the best random configuration trained at DPL's cost minus the hand design trained as
+    long: the most a DPL row could gain over the hand design at equal cost if its choice were the
+    best of these draws and its train stage were worth as much as training those lengths the whole
+    budget (perfect inheritance). None without rows at DPL's cost."""
+    if "hand design @ DPL cost" not in per_seed[seeds[0]]["rows"]:
+        return None
+    best = {s: [r["test_acc"] for r in _random_rows(per_seed[s]["rows"], " @ DPL cost")] for s in seeds}
+    if not all(best.values()):
+        return None
+    return [max(best[s]) - per_seed[s]["rows"]["hand design @ DPL cost"]["test_acc"] for s in seeds]
 
 
 def _equal_cost_verdict(per_seed: Dict[int, dict], seeds: List[int]) -> List[dict]:
@@ -722,6 +739,11 @@ def format_design(summary: dict, settings: Settings) -> str:
                 f"{statistics.mean(v['ranks']):.1f} of {v['of']} ({v['top_quarter']} of {len(seeds)} seeds) | "
                 f"{statistics.mean(v['search_over_train_samples']):.2f}x, "
                 f"{statistics.mean(v['search_over_train_cpu']):.2f}x |")
+        ceiling = summary.get("ceiling")
+        if ceiling:
+            lines += ["", f"- ceiling of a selection among the {settings.random} random configurations: the best of "
+                          f"them at DPL cost minus the hand design at DPL cost, {mean_ci(ceiling)} points (what a "
+                          f"perfect choice among them with inherited prompts worth the whole budget would gain)"]
         lines.append("")
     for preset, x in summary["searches"].items():
         diff = x["minus_hand"]
@@ -887,6 +909,10 @@ def parse_args(argv=None):
                         help="the searches' candidates share their tokens (NESTED)")
     parser.add_argument("--paths", default=default.paths, choices=("mixture", "single"),
                         help="the searches' PATHS (single: give --select sampled)")
+    parser.add_argument("--alpha-noise", type=float, default=default.alpha_noise,
+                        help="the searches' ALPHA_NOISE (SDARTS-RS; their code: 0.3)")
+    parser.add_argument("--beta-decay", type=float, default=default.beta_decay,
+                        help="the searches' BETA_DECAY (beta-DARTS; their code: 50)")
     parser.add_argument("--curve", type=int, nargs="*", default=[],
                         help="extra rows: the hand design trained this many epochs each (its learning curve)")
     parser.add_argument("--output", default=None, help="default output/search_quality (--quick: ..._quick)")
@@ -913,7 +939,8 @@ def main(argv=None):
                         presets=tuple(args.presets), searched_inits=tuple(args.searched_inits),
                         equal_cost=args.equal_cost, selects=tuple(args.selects), select_samples=args.select_samples,
                         curve=tuple(args.curve), val_batch_size=args.val_batch_size, select=args.select,
-                        nested=args.nested, paths=args.paths)
+                        nested=args.nested, paths=args.paths, alpha_noise=args.alpha_noise,
+                        beta_decay=args.beta_decay)
     start = time.perf_counter()
     clip_model = dpl.load_clip("dpl-demo")
     spec = dpl.BackboneSpec.of(clip_model)

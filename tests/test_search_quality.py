@@ -69,6 +69,9 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     assert v["samples"] == v["cost_samples"] == [dpl_total]
     assert v["search_over_train_samples"] == [search_samples / (10 * SETTINGS.train_epochs)]
     assert "At equal total cost" in sq.format_design(summary, SETTINGS)
+    # the most any selection among the random configurations could gain over the hand design at that cost
+    assert summary["ceiling"] == [max(at_cost) - rows["hand design @ DPL cost"]["test_acc"]]
+    assert "ceiling of a selection among the 2 random configurations" in sq.format_design(summary, SETTINGS)
 
     # the configurations: hand design scaled to 3 layers (depth round(9/12 * 3) = 2), samples of the space
     assert rows["hand design"]["config"] == {"text": [2, 2, 0], "vision": [2, 2, 0], "insertion": "native",
