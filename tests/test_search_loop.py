@@ -16,7 +16,7 @@ from dpl_plugin.search import (CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, Bilev
                                SearchSettings, SearchStateMismatchError, build_supernet)
 from dpl_plugin.search.architect import apply_gradients
 from dpl_plugin.search.bilevel import CyclingIterator
-from dpl_plugin.search.cost import search_cost_in_train_epochs
+from dpl_plugin.search.cost import cost_line, search_cost_in_train_epochs
 
 C = len(CLASSNAMES)
 
@@ -243,6 +243,9 @@ def test_search_counts_the_samples_it_processes(tiny_clip, options, per_epoch):
     # the cost a run announces before it starts: the same count, in passes over the 12 training images
     settings = replace(search.settings, batch_size=4, val_batch_size=2)
     assert search_cost_in_train_epochs(settings) * 12 == sum(per_epoch)
+    line = cost_line(settings, train_epochs=4)
+    assert line.startswith(f"search cost: 2 epochs = {sum(per_epoch) / 12:g} passes over the training split")
+    assert line.endswith("(SELECT sampled)") == (settings.select == "sampled")
 
 
 def test_single_path_search_trains_drawn_candidates_alone_and_never_alpha(tiny_clip, images):

@@ -26,5 +26,15 @@ def cost_line(settings: SearchSettings, train_epochs: int) -> str:
     """One line for a run's log: the search's cost against the train stage that follows it."""
     search = search_cost_in_train_epochs(settings)
     ratio = f"{search / train_epochs:.2f}x" if train_epochs > 0 else "no train stage"
-    return (f"search cost: {settings.epochs} epochs = {search:g} passes over the training split "
+    line = (f"search cost: {settings.epochs} epochs = {search:g} passes over the training split "
             f"(forward and backward), {ratio} the train stage's {train_epochs}")
+    return line + _selection_cost(settings)
+
+
+def _selection_cost(settings: SearchSettings) -> str:
+    """What choosing from the supernet adds after the search: forward passes over the validation split."""
+    if settings.select == "sampled":
+        return f"; then {settings.select_samples} forward-only passes over the validation split (SELECT sampled)"
+    if settings.select == "perturbation":
+        return "; then a forward-only pass over the validation split per layer and candidate (SELECT perturbation)"
+    return ""
