@@ -67,7 +67,7 @@ from dpl_plugin.prompting.initialization import inherit_prompts  # noqa: E402
 from dpl_plugin.prompting.templates import DEFAULT_CONTEXT  # noqa: E402
 from dpl_plugin.runtime.lock import OutputLock  # noqa: E402
 from dpl_plugin.search.history import CONFIDENT  # noqa: E402
-from dpl_plugin.search.settings import fields_of  # noqa: E402
+from dpl_plugin.search.settings import PATH_MODES, fields_of  # noqa: E402
 from parse_results import interval  # noqa: E402
 
 
@@ -907,7 +907,7 @@ def parse_args(argv=None):
                         help="SELECT sampled: configurations drawn from softmax(alpha) and scored")
     parser.add_argument("--nested", action="store_true",
                         help="the searches' candidates share their tokens (NESTED)")
-    parser.add_argument("--paths", default=default.paths, choices=("mixture", "single"),
+    parser.add_argument("--paths", default=default.paths, choices=PATH_MODES,
                         help="the searches' PATHS (single: give --select sampled)")
     parser.add_argument("--alpha-noise", type=float, default=default.alpha_noise,
                         help="the searches' ALPHA_NOISE (SDARTS-RS; their code: 0.3)")

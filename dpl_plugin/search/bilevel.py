@@ -192,13 +192,13 @@ class BilevelSearch:
     def _alpha_moves(self) -> bool:
         """False during warm-up, and always with single paths: the candidate prompts train while alpha
         (and its Adam state) rest."""
-        return self.settings.paths == "mixture" and self.epoch >= self.settings.warmup_epochs
+        return not self.settings.single_path and self.epoch >= self.settings.warmup_epochs
 
     def _set_relaxation(self) -> None:
         """The epoch's softmax temperature and sampling (functions of the epoch: nothing to resume)."""
         self.learner.alpha.temperature = temperature_at(self.settings, self.epoch)
         self.learner.alpha.gumbel = self.settings.gumbel
-        self.learner.alpha.single_path = self.settings.paths == "single"
+        self.learner.alpha.single_path = self.settings.single_path
 
     def _run_epoch(self) -> Dict[str, float]:
         self.model.train()
@@ -272,7 +272,7 @@ class BilevelSearch:
         )
 
     def _alpha_status(self, stats: Dict[str, float]) -> str:
-        if self.settings.paths == "single":
+        if self.settings.single_path:
             return "single paths (alpha not trained)"
         if self.epoch > self.settings.warmup_epochs:
             return f"val loss {stats['val_loss']:.4f} acc {stats['val_acc']:.1f}%"
@@ -307,7 +307,7 @@ class BilevelSearch:
 
     def _finish(self, seconds: float) -> SearchResult:
         rng = capture_rng_state()  # evaluating must not change what follows the search
-        single = self.settings.paths == "single"
+        single = self.settings.single_path
         # The supernet on the whole validation split: the number its searched configuration's trained
         # accuracy is compared with (the discretisation gap). A mixture supernet: its deterministic
         # mixture; a single-path one, which never ran a mixture: the chosen configuration's score.

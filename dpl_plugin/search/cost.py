@@ -15,7 +15,7 @@ from .settings import SearchSettings
 
 def search_cost_in_train_epochs(settings: SearchSettings) -> float:
     """The search's images processed, in passes over the training split (``settings`` resolved)."""
-    moving = max(settings.epochs - settings.warmup_epochs, 0) if settings.paths == "mixture" else 0
+    moving = 0 if settings.single_path else max(settings.epochs - settings.warmup_epochs, 0)
     per_alpha_step = settings.val_batch_size / settings.batch_size
     if settings.second_order:
         per_alpha_step += 3  # the unrolled step: the training batch, then w+ and w-

@@ -177,6 +177,11 @@ class SearchSettings:
     early_stop_confidence: float = _opt(0.0, "EARLY_STOP_CONFIDENCE", "> 0: stop once every layer's top "
                                         "probability is at least this and its choice held EARLY_STOP epochs (>= 1)",
                                         check=_probability("EARLY_STOP_CONFIDENCE"), length=True)
+    @property
+    def single_path(self) -> bool:
+        """PATHS single: prompt steps train one drawn candidate per layer and alpha never learns."""
+        return self.paths == "single"
+
     def __post_init__(self):
         check_field_types(self)  # SearchSettings(epochs="5") or (epochs=2.5): a clear error now, not mid-search
 
@@ -253,10 +258,10 @@ def _check(s: SearchSettings) -> None:
             raise ValueError(f"{f.metadata['key']} must be one of {list(f.metadata['choices'])}, got {value!r}")
         if "check" in f.metadata:
             f.metadata["check"](value)
-    if s.paths == "single" and s.select != "sampled":
+    if s.single_path and s.select != "sampled":
         raise OptionError(f"PATHS single trains no alpha, so SELECT {s.select} would choose from untrained logits: "
                           f"set SELECT sampled (it scores SELECT_SAMPLES configurations on validation)")
-    if s.paths == "single" and (s.early_stop_patience or s.early_stop_confidence):
+    if s.single_path and (s.early_stop_patience or s.early_stop_confidence):
         raise OptionError("EARLY_STOP and EARLY_STOP_CONFIDENCE watch alpha, which PATHS single does not train: "
                           "set them to 0")
     if not 0 <= s.warmup_epochs < s.epochs:
