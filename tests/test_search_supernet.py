@@ -129,3 +129,26 @@ def test_bad_candidate_sets_and_backbones(tiny_clip, tmp_path):
     with pytest.raises(ValueError, match="search the text branch only"):
         build_supernet(rn, CLASSNAMES)
     assert isinstance(build_supernet(rn, CLASSNAMES, branches=("text",)).prompt_learner, SupernetPromptLearner)
+
+
+@pytest.mark.parametrize("mode", ["single_path", "gumbel"])
+def test_sampled_mixture_weights_follow_alpha_to_an_accelerator_and_half_precision(mode):
+    """The draws come from a CPU generator; the weights must land where alpha is (``meta`` stands in
+    for ``cuda``: no CPU data there) and in its dtype, as an fp16 supernet mixes in fp16."""
+    from dpl_plugin.search.supernet import ArchitectureLogits
+
+    torch.manual_seed(0)
+    alpha = ArchitectureLogits({"text": 3, "vision": 2}, num_candidates=4)
+    setattr(alpha, mode, True)
+    alpha.train()
+    on_cpu = alpha.mixture_weights()
+    if mode == "single_path":  # one candidate per layer, one-hot
+        assert all(torch.equal(w.sum(dim=1), torch.ones(len(w))) and int((w == 1).sum()) == len(w)
+                   for w in on_cpu.values())
+    for device, dtype in (("meta", torch.float32), ("cpu", torch.float16)):
+        moved = ArchitectureLogits({"text": 3, "vision": 2}, num_candidates=4).to(device, dtype)
+        setattr(moved, mode, True)
+        moved.train()
+        weights = moved.mixture_weights()
+        assert {k: (w.shape, w.device.type, w.dtype) for k, w in weights.items()} == {
+            "text": (torch.Size([3, 4]), device, dtype), "vision": (torch.Size([2, 4]), device, dtype)}
