@@ -23,6 +23,16 @@ def test_differences_name_every_changed_key_but_the_epoch_count():
     assert differences(OLD, {**OLD, "TRAINER.DPL.CANDIDATES": (0, 1, 2)}) == []  # tuples as YAML reads them
 
 
+def test_a_definition_without_later_options_compares_as_their_legacy_values():
+    later = {"NESTED": False, "PATHS": "mixture", "SELECT": "argmax", "ALPHA_NOISE": 0.0, "BETA_DECAY": 0.0}
+    for scope in ("TRAINER.DPL.SEARCH.", "settings."):  # a Dassl run's keys; the API's and a checkpoint's
+        keys = {f"{scope}{k if scope.isupper() else k.lower()}": v for k, v in later.items()}
+        assert differences(OLD, {**OLD, **keys}) == [] and differences({**OLD, **keys}, OLD) == []
+        nested = f"{scope}{'NESTED' if scope.isupper() else 'nested'}"
+        assert differences(OLD, {**OLD, **keys, nested: True}) == [f"{nested}: False -> True"]
+    assert differences(OLD, {**OLD, "DATASET.NESTED": False}) == ["DATASET.NESTED: '(unset)' -> False"]
+
+
 def test_flatten_takes_whole_nodes_so_new_keys_are_covered():
     node = {"EPOCHS": 2, "ALPHA_BETAS": (0.5, 0.999), "PLOT": True, "NEW": {"KEY": "x"}}
     assert flatten(node, "S.", skip=("PLOT",)) == {"S.EPOCHS": 2, "S.ALPHA_BETAS": [0.5, 0.999], "S.NEW.KEY": "x"}

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import logging
 from dataclasses import replace
 
 import pytest
@@ -205,6 +206,21 @@ def test_resume_refuses_a_checkpoint_of_other_candidate_layout(tiny_clip, tmp_pa
     nested = make_search(tiny_clip, str(tmp_path), epochs=2, nested=True)
     with pytest.raises(SearchStateMismatchError, match=r"search option: settings\.nested: False -> True"):
         nested.run()
+
+
+def test_a_checkpoint_from_before_later_options_existed_resumes_as_their_legacy_values(tiny_clip, tmp_path, caplog):
+    make_search(tiny_clip, str(tmp_path), epochs=1).run()
+    path = tmp_path / CHECKPOINT_FILE
+    state = torch.load(path, weights_only=True)
+    for name in ("nested", "paths", "select", "select_samples", "select_from", "alpha_noise", "beta_decay"):
+        del state["signature"]["settings"][name]  # as a dpl-plugin without these options wrote it
+    torch.save(state, path)
+    with pytest.raises(SearchStateMismatchError, match=r"settings\.nested: False -> True"):
+        make_search(tiny_clip, str(tmp_path), epochs=2, nested=True).run()
+    resumed = make_search(tiny_clip, str(tmp_path), epochs=2)
+    with caplog.at_level(logging.INFO, logger="dpl_plugin"):
+        assert resumed.run().config.provenance["epochs"] == 2
+    assert "Resumed the search from" in caplog.text and "after epoch 1" in caplog.text  # not refused, not redone
 
 
 def test_prompt_optimizer_must_not_hold_alpha(tiny_clip):

@@ -357,8 +357,8 @@ class BilevelSearch:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if state.get("format") != "dpl-plugin/search-v1":
             raise SearchStateMismatchError("not a dpl-plugin search checkpoint")
-        if state["signature"] != self._signature():
-            changed = "; ".join(differences(flatten(state["signature"]), flatten(self._signature())))
+        changed = "; ".join(differences(flatten(state["signature"]), flatten(self._signature())))
+        if changed:
             raise SearchStateMismatchError(
                 f"the checkpoint belongs to another search (another backbone, design, candidate set or search "
                 f"option: {changed}). Use another output directory, or delete {CHECKPOINT_FILE} to start this "

@@ -56,12 +56,14 @@ def flatten(node: Mapping, prefix: str = "", skip: tuple = ()) -> Dict[str, Any]
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
-    """``"key: old -> new"`` for every key (except the epoch count) whose value differs."""
+    """``"key: old -> new"`` for every key (except the epoch count) whose value differs. A search
+    option added later and missing from one side counts as the value searches ran with before it
+    existed (its ``legacy`` value), so a search recorded by an older dpl-plugin stays reusable."""
     lines = []
     for key in sorted(set(old) | set(new)):
         if _is_epochs(key):
             continue
-        before, after = old.get(key, "(unset)"), new.get(key, "(unset)")
+        before, after = old.get(key, _absent(key)), new.get(key, _absent(key))
         if plain(before) != plain(after):
             lines.append(f"{key}: {before!r} -> {after!r}")
     return lines
@@ -125,6 +127,19 @@ def _raise_on_differences(recorded: Mapping[str, Any], current: Mapping[str, Any
 
 def _start_over(folder: str) -> str:
     return f"To search again, delete {folder} or use another output directory"
+
+
+_SEARCH_SCOPES = ("", "settings", "TRAINER.DPL.SEARCH")  # the API's definition, a checkpoint's, the Dassl run's
+
+
+def _absent(key: str) -> Any:
+    """What a definition without ``key`` ran with: a search option's legacy value, else unset."""
+    from .settings import LEGACY_VALUES  # settings imports this module
+
+    scope, _, name = key.rpartition(".")
+    if scope in _SEARCH_SCOPES and name.upper() in LEGACY_VALUES:
+        return LEGACY_VALUES[name.upper()]
+    return "(unset)"
 
 
 def _is_epochs(key: str) -> bool:

@@ -14,6 +14,9 @@ Metadata of a field:
   away; a value given explicitly always wins over the preset;
 * ``check``: ``(value) -> None``, raising ``ValueError`` for a value the search cannot use;
 * ``choices``: the allowed values;
+* ``legacy``: for an option added after searches began recording their definitions, the value
+  every search ran with before it existed: a recorded definition without the option compares as
+  that value (:data:`LEGACY_VALUES`), so upgrading keeps finished and interrupted searches reusable;
 * ``setup``: read by whoever builds the supernet, its prompt optimizer and loaders
   (:func:`~dpl_plugin.search.stage.search_prompt_lengths`, the Dassl trainer), not by the loop;
   like ``cosmetic`` (does not change what a search finds) and ``length`` (how long it runs), it is
@@ -157,22 +160,25 @@ class SearchSettings:
     # -- the supernet's parametrisation and training, choosing from it, its regularisers, stopping --
     paths: str = _opt("mixture", "PATHS", "what a prompt step trains: mixture (every candidate, weighted by "
                       "softmax(alpha): DARTS, the paper) or single (one candidate per layer drawn uniformly, alpha "
-                      "not trained: random search with weight sharing; needs SELECT sampled)", choices=PATH_MODES)
+                      "not trained: random search with weight sharing; needs SELECT sampled)", choices=PATH_MODES,
+                      legacy="mixture")
     nested: bool = _opt(False, "NESTED", "candidates share tokens: a layer's c-token candidate is the first c tokens "
                         "of one prompt of the longest length (False: a prompt per candidate, the paper's)",
-                        check=_flag("NESTED"))
+                        check=_flag("NESTED"), legacy=False)
     select: str = _opt("argmax", "SELECT", "how the configuration is chosen from the trained supernet: argmax "
                        "(the paper), perturbation (DARTS-PT) or sampled (random search with weight sharing)",
-                       choices=SELECTIONS)
+                       choices=SELECTIONS, legacy="argmax")
     select_samples: int = _opt(64, "SELECT_SAMPLES", "SELECT sampled: configurations scored on validation",
-                               check=_positive_count("SELECT_SAMPLES"))
+                               check=_positive_count("SELECT_SAMPLES"), legacy=64)
     select_from: str = _opt("alpha", "SELECT_FROM", "SELECT sampled: draw from softmax(alpha) (alpha) or "
-                            "uniformly from the search space (space)", choices=SAMPLE_SOURCES)
+                            "uniformly from the search space (space)", choices=SAMPLE_SOURCES,
+                            legacy="alpha")
     alpha_noise: float = _opt(0.0, "ALPHA_NOISE", "SDARTS-RS: uniform noise in [-eps, eps] on alpha in the prompt "
                               "steps, eps rising linearly from a tenth of this to this (0.3 in their code)",
-                              check=_non_negative("ALPHA_NOISE"))
+                              check=_non_negative("ALPHA_NOISE"), legacy=0.0)
     beta_decay: float = _opt(0.0, "BETA_DECAY", "beta-DARTS: lambda of lambda(t) * mean(logsumexp(alpha)) in the "
-                             "alpha loss, rising linearly from 0 over the epochs", check=_non_negative("BETA_DECAY"))
+                             "alpha loss, rising linearly from 0 over the epochs", check=_non_negative("BETA_DECAY"),
+                             legacy=0.0)
     # Where the search stops does not change its trajectory up to there: a length option.
     early_stop_confidence: float = _opt(0.0, "EARLY_STOP_CONFIDENCE", "> 0: stop once every layer's top "
                                         "probability is at least this and its choice held EARLY_STOP epochs (>= 1)",
@@ -209,6 +215,9 @@ class SearchSettings:
         values = {f.name: _from_yacs(node[f.metadata["key"]]) for f in fields(cls) if "key" in f.metadata}
         return cls(**values, **extra)
 
+
+# {KEY: value} of the options with a ``legacy`` value (read by search.definition's comparison).
+LEGACY_VALUES = {f.metadata["key"]: f.metadata["legacy"] for f in fields(SearchSettings) if "legacy" in f.metadata}
 
 ROBUSTNESS_OPTIONS = tuple(f.name for f in fields(SearchSettings) if "presets" in f.metadata)
 
