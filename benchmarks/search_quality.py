@@ -894,7 +894,8 @@ def parse_args(argv=None):
                         help="learning-rate grid; each configuration's is chosen on the validation split")
     parser.add_argument("--random", type=int, default=default.random, help="configurations drawn uniformly")
     parser.add_argument("--insertion", default=default.insertion, choices=("native", "prefix"))
-    parser.add_argument("--presets", nargs="+", default=list(default.presets), help="search presets (paper, robust)")
+    parser.add_argument("--presets", nargs="*", default=list(default.presets),
+                        help="search presets (paper, robust); none: no searches (e.g. only --curve)")
     parser.add_argument("--searched-inits", nargs="*", default=list(default.searched_inits), choices=INITS,
                         help="extra rows: the searched configuration under these initialisations")
     parser.add_argument("--val-shots", type=int, default=None,
