@@ -392,7 +392,7 @@ def test_search_puts_prompts_where_the_task_needs_them(tiny_clip):
     assert (zero_shot == val.tensors[1]).float().mean() <= 0.4
     optimizer = build_sgd(model.prompt_learner.prompt_parameters(), lr=1.0)
     search = BilevelSearch(model, DataLoader(train, batch_size=8, shuffle=True), DataLoader(val, batch_size=8, shuffle=True),
-                           optimizer, settings=SearchSettings(epochs=30, alpha_lr=0.05, plot=False))
+                           optimizer, settings=SearchSettings(epochs=12, alpha_lr=0.05, plot=False))
     result = search.run()
     assert result.config.vision[0] == 0 and result.config.vision[2] == 0
     assert result.config.vision[1] > 0

@@ -3,6 +3,8 @@
 A :class:`Workspace` holds a small CLIP saved to a file, a small Caltech101 in CoOp's folder layout
 and a tiny config; a :class:`Run` is one ``python train.py ...`` process with what it printed and
 its exit code. Runs are real processes: exit codes, tracebacks and warnings are what a user sees.
+``python`` runs fork from a prewarmed interpreter (:mod:`prewarmed`: torch, clip and Dassl already
+imported, the code under test imported afresh); ``DPL_TEST_FRESH=1`` starts each in a fresh one.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import os
 import re
 import signal
+import atexit
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence
 
 import torch
 
+import prewarmed
 from conftest import make_clip
 from dassl_data import write_caltech101
 
@@ -42,6 +47,27 @@ def process_env(**extra) -> dict:
     return env
 
 
+_server = None
+_server_lock = threading.Lock()
+
+
+def start(command: Sequence[str], cwd: str, env: dict, interruptible: bool = False):
+    """``command`` started with text stdout and stderr pipes: forked by the prewarmed interpreter when
+    it is ``python SCRIPT ...``, else (or with ``DPL_TEST_FRESH=1``) a fresh process. ``interruptible``:
+    SIGINT as a terminal's process has it (a parent started in the background, by nohup, CI or time,
+    may ignore it, and an ignored signal is inherited; a forked run restores Python's handler)."""
+    global _server
+    if command[0] == sys.executable and command[1].endswith(".py") and not prewarmed.fresh_requested():
+        with _server_lock:
+            if _server is None:
+                _server = prewarmed.Server(process_env())
+                atexit.register(_server.close)
+        return _server.popen(command, cwd, env)
+    restore = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if interruptible else None
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=restore)
+
+
 class Run:
     """One ``python SCRIPT ARGS`` process in ``cwd``: ``log`` (stdout and stderr), ``stdout``, ``stderr``
     and ``returncode`` once called."""
@@ -58,18 +84,19 @@ class Run:
         return [sys.executable, self.script] + self.args
 
     def __call__(self) -> "Run":
-        proc = subprocess.run(self.command, cwd=self.cwd, env=process_env(**self.env), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=self.timeout)
-        self.stdout, self.stderr, self.returncode = proc.stdout, proc.stderr, proc.returncode
+        proc = start(self.command, self.cwd, process_env(**self.env))
+        try:
+            self.stdout, self.stderr = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        self.returncode = proc.returncode
         return self
 
     def interrupt_after(self, line_start: str) -> "Run":
         """Run, and press Ctrl-C (SIGINT) once a stdout line starts with ``line_start``."""
-        # SIGINT as a terminal's process has it: a parent started in the background (nohup, CI, time)
-        # may ignore it, and an ignored signal is inherited.
-        proc = subprocess.Popen(self.command, cwd=self.cwd, env=process_env(**self.env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = start(self.command, self.cwd, process_env(**self.env), interruptible=True)
         lines = []
         deadline = time.monotonic() + 600
         for line in proc.stdout:
