@@ -133,7 +133,10 @@ def serve(path: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in THIRD_PARTY:
-            importlib.import_module(name)
+            try:
+                importlib.import_module(name)
+            except ImportError:  # not installed (e.g. Dassl): a run importing it fails as a fresh one would
+                pass
     parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
