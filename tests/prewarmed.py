@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -72,7 +73,8 @@ class Process:
         past ``timeout`` seconds the run is killed and :class:`subprocess.TimeoutExpired` raised."""
         if self.stdout.closed:  # read already (a second call after a timeout)
             return "", ""
-        timer = threading.Timer(timeout, self.kill) if timeout else None
+        timed_out = threading.Event()
+        timer = threading.Timer(timeout, lambda: (timed_out.set(), self.kill())) if timeout else None
         err: List[str] = []
         reader = threading.Thread(target=lambda: err.append(self.stderr.read()), daemon=True)
         reader.start()
@@ -85,7 +87,7 @@ class Process:
             timer.cancel()
         self.stdout.close()
         self.stderr.close()
-        if timer and timer.finished.is_set() and self.returncode == -signal.SIGKILL:
+        if timed_out.is_set():
             raise subprocess.TimeoutExpired(str(self.pid), timeout, out, "".join(err))
         return out, "".join(err)
 
@@ -117,9 +119,7 @@ class Server:
     def close(self) -> None:
         self.proc.terminate()  # it waits for its runs first
         self.proc.wait()
-        for name in os.listdir(self._dir):
-            os.unlink(os.path.join(self._dir, name))
-        os.rmdir(self._dir)
+        shutil.rmtree(self._dir)
 
 
 # -- the server ---------------------------------------------------------------------------------------

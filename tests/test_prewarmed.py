@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import prewarmed
-from train_runs import process_env, start
+from train_runs import process_env, start, start_fresh
 
 SCRIPT = textwrap.dedent("""
     import atexit, os, sys, time
@@ -37,11 +37,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def fresh(command, cwd, env):
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
 def outcome(proc, interrupt=False):
     first = ""
     if interrupt:  # Ctrl-C once it waits
@@ -62,8 +57,23 @@ def test_a_prewarmed_run_ends_as_a_fresh_interpreter_does(tmp_path, how, interru
     command, env = [sys.executable, str(script), how], process_env(DPL_PROBE="set for this run")
     forked = start(command, str(tmp_path), env)
     assert isinstance(forked, prewarmed.Process) and forked.pid != os.getpid()
-    got, want = outcome(forked, interrupt), outcome(fresh(command, str(tmp_path), env), interrupt)
+    got, want = outcome(forked, interrupt), outcome(start_fresh(command, str(tmp_path), env, interruptible=True), interrupt)
     assert got == want
     assert f"['{how}'] {tmp_path} set for this run True" in got[1]
     assert got[1].endswith("atexit ran\n") and got[0] == {"ok": 0, "code": 3, "message": 1, "raise": 1,
                                                           "wait": 130, "uncaught": -signal.SIGINT}[how]
+
+
+def test_a_run_past_its_timeout_is_killed_and_reported(tmp_path):
+    if prewarmed.fresh_requested():
+        pytest.skip("DPL_TEST_FRESH=1: every run is a fresh interpreter")
+    script = tmp_path / "probe.py"
+    script.write_text(SCRIPT)
+    proc = start([sys.executable, str(script), "uncaught"], str(tmp_path), process_env())
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.communicate(timeout=2)
+    assert proc.returncode == -signal.SIGKILL
+    killed = start([sys.executable, str(script), "uncaught"], str(tmp_path), process_env())
+    assert killed.stdout.readline().startswith("['uncaught']") and killed.stdout.readline() == "waiting\n"
+    killed.kill()  # killed, but not by a timeout: its outcome, not an error
+    assert killed.communicate(timeout=60)[1].strip() == "to stderr" and killed.returncode == -signal.SIGKILL

@@ -9,10 +9,10 @@ imported, the code under test imported afresh); ``DPL_TEST_FRESH=1`` starts each
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import signal
-import atexit
 import subprocess
 import sys
 import threading
@@ -63,6 +63,11 @@ def start(command: Sequence[str], cwd: str, env: dict, interruptible: bool = Fal
                 _server = prewarmed.Server(process_env())
                 atexit.register(_server.close)
         return _server.popen(command, cwd, env)
+    return start_fresh(command, cwd, env, interruptible)
+
+
+def start_fresh(command: Sequence[str], cwd: str, env: dict, interruptible: bool = False) -> subprocess.Popen:
+    """``command`` in a fresh process (:func:`start`'s other way)."""
     restore = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if interruptible else None
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=restore)

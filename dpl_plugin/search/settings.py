@@ -183,6 +183,7 @@ class SearchSettings:
     early_stop_confidence: float = _opt(0.0, "EARLY_STOP_CONFIDENCE", "> 0: stop once every layer's top "
                                         "probability is at least this and its choice held EARLY_STOP epochs (>= 1)",
                                         check=_probability("EARLY_STOP_CONFIDENCE"), length=True)
+
     @property
     def single_path(self) -> bool:
         """PATHS single: prompt steps train one drawn candidate per layer and alpha never learns."""
