@@ -62,6 +62,7 @@ from dpl_plugin.search.discretize import confidence_summary, derive_config  # no
 from dpl_plugin.search.selection import fixed_layers, select, validation_score  # noqa: E402
 from dpl_plugin.search.space import SearchSpace  # noqa: E402
 from dpl_plugin.prompting.text_inputs import bpe  # noqa: E402
+from dpl_plugin.engine.start_probe import probe_starts  # noqa: E402
 from dpl_plugin.engine.training import TrainSettings, train_prompts  # noqa: E402
 from dpl_plugin.prompting.initialization import inherit_prompts  # noqa: E402
 from dpl_plugin.prompting.templates import DEFAULT_CONTEXT  # noqa: E402
@@ -72,7 +73,10 @@ from parse_results import interval  # noqa: E402
 
 
 DESIGNS = ("coop", "vpt", "ivlp", "maple")
-INITS = ("random", "template", "searched")
+# guarded: the supernet's prompts or fresh ones (template), whichever validates better after the
+# train stage's first --probe-epochs epochs from each (dpl_plugin.engine.start_probe)
+INITS = ("random", "template", "searched", "guarded")
+INHERITING = ("searched", "guarded")  # the inits that need the supernet
 CACHE_FORMAT = "dpl-plugin/search-quality-cache-v1"
 # Search options added after that format: at their default they stay out of a search's identity, so
 # the searches (and the rows that depend on them) cached before the option existed remain valid.
@@ -122,6 +126,7 @@ class Settings:
     beta_decay: float = 0.0  # the searches' BETA_DECAY (beta-DARTS)
     # Extra rows: the hand design trained this many epochs each (where its curve stops rising).
     curve: Tuple[int, ...] = ()
+    probe_epochs: int = 5  # the guarded init's probe (TRAIN.PROBE_EPOCHS), twice this many epochs in all
 
 
 @dataclass
@@ -166,14 +171,14 @@ def effective_init(config: dpl.PromptConfig, init: str) -> str:
 def init_kwargs(init: str) -> dict:
     """``build_prompted_clip`` arguments of an initialisation (``searched`` starts random, then inherits)."""
     if init != "template":
-        return {}
+        return {}  # guarded: the probe builds its starts
     return {"text_init": "template"}
 
 
 def init_form(init: str, insertion: str) -> str:
     """The insertion form a searched configuration is trained in under ``init``: the benchmark's,
     but the supernet's own (prefix) for inherited prompts."""
-    return "prefix" if init == "searched" else insertion
+    return "prefix" if init in INHERITING else insertion
 
 
 def tokens(config: dpl.PromptConfig) -> int:
@@ -269,21 +274,36 @@ class SearchQuality:
     def _identity(self, task: Task, seed: int, config, init: str, lr, search_id: Optional[str],
                   epochs: Optional[int] = None) -> dict:
         s = self.settings
+        probe = {"probe_epochs": self.probe_epochs(epochs)} if init == "guarded" else {}
         return {"kind": "training", "task": task.name, "backbone": self.backbone, "seed": seed,
                 "config": config_dict(config), "init": init, "search": search_id, "lr": lr,
-                "epochs": epochs or s.train_epochs, "batch_size": s.batch_size}
+                "epochs": epochs or s.train_epochs, "batch_size": s.batch_size, **probe}
 
-    def _train(self, task: Task, seed: int, config, init: str, lr, supernet, epochs: Optional[int] = None):
-        """The trained model and the samples its training processed forward and backward (counted)."""
-        seed_everything(seed)  # every configuration of a seed starts from the same random state
+    def probe_epochs(self, epochs: Optional[int] = None) -> int:
+        return min(self.settings.probe_epochs, epochs or self.settings.train_epochs)
+
+    def _build(self, task: Task, config, init: str, supernet):
         model = dpl.build_prompted_clip(self.clip, task.classnames, config, **init_kwargs(init))
         if init == "searched":
             inherit_prompts(model, supernet.prompt_learner)
+        return model
+
+    def _train(self, task: Task, seed: int, config, init: str, lr, supernet, epochs: Optional[int] = None):
+        """The trained model, the samples its training (and probe) processed forward and backward
+        (counted) and the start it trained from (``guarded``: the probe's choice)."""
+        settings = TrainSettings(epochs=epochs or self.settings.train_epochs, lr=lr or 0.0)
         loader = CountingLoader(DataLoader(task.train, batch_size=self.settings.batch_size, shuffle=True))
+        start = init
+        if init == "guarded" and lr is not None:
+            probe = probe_starts(lambda st: self._build(task, config, effective_init(config, st), supernet),
+                                 ("searched", "template"), loader, DataLoader(task.val, batch_size=500), settings,
+                                 self.probe_epochs(epochs), seed=seed)
+            start = probe.chosen
+        seed_everything(seed)  # every configuration of a seed starts from the same random state
+        model = self._build(task, config, effective_init(config, start), supernet)
         if lr is not None:
-            train_prompts(model, loader, TrainSettings(epochs=epochs or self.settings.train_epochs, lr=lr),
-                          progress=False)
-        return model, loader.samples
+            train_prompts(model, loader, settings, progress=False)
+        return model, loader.samples, start
 
     def row(self, task: Task, seed: int, label: str, config, init: str, design: str,
             search_id: Optional[str] = None, supernet=None, epochs: Optional[int] = None) -> dict:
@@ -294,17 +314,18 @@ class SearchQuality:
         identities, per_lr, models = {}, {}, {}
         for lr in lrs:
             key = "-" if lr is None else f"{lr:g}"
-            identities[key] = self._identity(task, seed, config, init, lr, search_id if init == "searched" else None,
+            identities[key] = self._identity(task, seed, config, init, lr, search_id if init in INHERITING else None,
                                              epochs)
             per_lr[key] = self.cache.get(identities[key])
             if per_lr[key] is None:
                 start, cpu = time.perf_counter(), time.process_time()
-                models[key], samples = self._train(task, seed, config, init, lr, supernet, epochs)
+                models[key], samples, begun = self._train(task, seed, config, init, lr, supernet, epochs)
                 cpu = time.process_time() - cpu
                 val_acc, val_loss = scores(models[key], task.val)
                 per_lr[key] = self.cache.put(identities[key], {
                     "val_acc": val_acc, "val_loss": val_loss, "seconds": round(time.perf_counter() - start, 2),
-                    "samples": samples, "cpu_seconds": round(cpu, 2)})
+                    "samples": samples, "cpu_seconds": round(cpu, 2),
+                    **({"start": begun} if init == "guarded" else {})})
                 self.trained += 1
                 self.log(f"{design} seed {seed} | {label} | lr {key}: val {val_acc:.1f}% "
                          f"({per_lr[key]['seconds']:.0f} s; {self._elapsed()})")
@@ -320,7 +341,8 @@ class SearchQuality:
         return {"label": label, "config": config_dict(config), "tokens": tokens(config), "init": init,
                 "lr": None if chosen == "-" else float(chosen), "epochs": epochs or self.settings.train_epochs,
                 "samples": per_lr[chosen].get("samples", 0), "cpu_seconds": per_lr[chosen].get("cpu_seconds"),
-                **{k: per_lr[chosen][k] for k in ("val_acc", "val_loss", "test_acc")}, "per_lr": per_lr}
+                **{k: per_lr[chosen][k] for k in ("val_acc", "val_loss", "test_acc")}, "per_lr": per_lr,
+                **({"start": per_lr[chosen].get("start")} if init == "guarded" else {})}
 
     def _elapsed(self) -> str:
         return f"{self.trained} run, {(time.perf_counter() - self.started) / 60:.1f} min"
@@ -420,8 +442,10 @@ class SearchQuality:
 
     def equal_cost_epochs(self, task: Task, search: dict) -> int:
         """Train-stage epochs plus the search's samples in whole epochs of the training split: as many
-        samples as DPL (search + train stage) processed forward and backward, rounded up."""
-        return self.settings.train_epochs + math.ceil(search["samples"] / len(task.train))
+        samples as DPL (search + train stage) processed forward and backward, rounded up; with a
+        guarded row, its probe's too (the dearest DPL pipeline of the run)."""
+        probe = 2 * self.probe_epochs() * len(task.train) if "guarded" in self.settings.searched_inits else 0
+        return self.settings.train_epochs + math.ceil((search["samples"] + probe) / len(task.train))
 
     def _supernet_extras(self, task: Task, design: str, seed: int, preset: str, configs) -> dict:
         """The trained supernet's validation scores of ``configs`` (their lengths fixed, prompts shared)
@@ -460,9 +484,9 @@ class SearchQuality:
         extra = [(init, init_form(init, s.insertion)) for init in s.searched_inits]
         identity = self._search_identity(task, design, seed, preset)
         summary = self.cache.get(identity)
-        need_supernet = any(init == "searched" for init, _ in extra) and (
-            summary is None or not self._cached_row(task, seed, _searched_config(summary).with_insertion("prefix"),
-                                                    "searched", summary["id"]))
+        need_supernet = summary is None or any(
+            not self._cached_row(task, seed, _searched_config(summary).with_insertion(form), init, summary["id"])
+            for init, form in extra if init in INHERITING)
         summary, supernet = self.search(task, design, seed, preset, need_supernet)
         searches[preset] = summary
         config = _searched_config(summary)
@@ -476,6 +500,7 @@ class SearchQuality:
     def _cached_row(self, task, seed, config, init, search_id) -> bool:
         """Whether :meth:`row` would find everything in the cache (then it needs no supernet)."""
         lrs = list(self.settings.lrs) if tokens(config) else [None]
+        init = effective_init(config, init)
         per_lr = {str(lr): self.cache.get(self._identity(task, seed, config, init, lr, search_id)) for lr in lrs}
         return all(per_lr.values()) and "test_acc" in per_lr[choose_lr(per_lr)]
 
@@ -869,7 +894,7 @@ def estimate(clip_model, task: Task, designs, seeds, settings: Settings) -> str:
 
 
 QUICK = dict(seeds=[1], shots=4, train_epochs=2, search_epochs=2, random=2, lrs=[0.006], test_images=500,
-             selects=["sampled"], select_samples=8, searched_inits=["searched"])
+             selects=["sampled"], select_samples=8, searched_inits=["searched", "guarded"])
 
 
 def parse_args(argv=None):
@@ -914,6 +939,8 @@ def parse_args(argv=None):
                         help="the searches' ALPHA_NOISE (SDARTS-RS; their code: 0.3)")
     parser.add_argument("--beta-decay", type=float, default=default.beta_decay,
                         help="the searches' BETA_DECAY (beta-DARTS; their code: 50)")
+    parser.add_argument("--probe-epochs", type=int, default=default.probe_epochs,
+                        help="the guarded init's probe: the train stage's first N epochs from each start")
     parser.add_argument("--curve", type=int, nargs="*", default=[],
                         help="extra rows: the hand design trained this many epochs each (its learning curve)")
     parser.add_argument("--output", default=None, help="default output/search_quality (--quick: ..._quick)")
@@ -941,7 +968,7 @@ def main(argv=None):
                         equal_cost=args.equal_cost, selects=tuple(args.selects), select_samples=args.select_samples,
                         curve=tuple(args.curve), val_batch_size=args.val_batch_size, select=args.select,
                         nested=args.nested, paths=args.paths, alpha_noise=args.alpha_noise,
-                        beta_decay=args.beta_decay)
+                        beta_decay=args.beta_decay, probe_epochs=args.probe_epochs)
     start = time.perf_counter()
     clip_model = dpl.load_clip("dpl-demo")
     spec = dpl.BackboneSpec.of(clip_model)

@@ -13,6 +13,7 @@ from .designs import DESIGNS, get_design
 from .engine import optim
 from .engine.averaging import GaussianPromptAveraging
 from .engine.objectives import CrossEntropy, KgCoOp, Objective, PromptSRC
+from .engine.start_probe import probe_starts
 from .engine.training import TrainSettings, evaluate, train_prompts
 from .errors import DPLError, NonFiniteLogitsError, NonFiniteLossError, OptionError
 from .prompt_config import PromptConfig, PromptConfigError
@@ -33,6 +34,6 @@ __all__ = [
     "NonFiniteLogitsError", "NonFiniteLossError", "OptionError", "PromptConfig", "PromptConfigError",
     "PromptLearner", "PromptSet", "PromptedCLIP", "SearchResult", "SearchSettings", "TrainSettings",
     "UnsupportedBackboneError", "WeightsNotFoundError", "build_prompted_clip", "build_prompts", "build_supernet", "distributed", "evaluate",
-    "demo", "get_design", "load_clip", "optim", "seed_everything", "sharded_data", "search_prompt_lengths",
-    "train_prompts",
+    "demo", "get_design", "load_clip", "optim", "probe_starts", "seed_everything", "sharded_data",
+    "search_prompt_lengths", "train_prompts",
 ]

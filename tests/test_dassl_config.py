@@ -81,6 +81,7 @@ def test_extend_cfg_keeps_a_forks_own_nodes_and_is_idempotent():
     (["TRAINER.DPL.MODE", "search", "TRAINER.DPL.SEARCH.EPOCHS", "-1"], "SEARCH.EPOCHS must be at least 1"),
     (["TRAINER.DPL.CANDIDATES", "(0, 1.5, 3)"], r"CANDIDATES must be whole numbers of tokens, got \[0, 1.5, 3\]"),
     (["TRAINER.DPL.SEARCH.OBJECTIVE", "kgcoop"], r"SEARCH: OBJECTIVE must be one of \['method', 'cross_entropy'\]"),
+    (["TRAINER.DPL.TRAIN.PROBE_EPOCHS", "-1"], r"TRAIN.PROBE_EPOCHS must be a whole number of epochs, 0 to always"),
 ])
 def test_invalid_settings_are_rejected_with_the_key_named(opts, message):
     with pytest.raises(ValueError, match=message):
@@ -191,6 +192,16 @@ def test_search_objective_option_chooses_the_search_loss_and_enters_its_definiti
     assert definition.get("objective.name") == ("kgcoop" if choice == "method" else None)
     assert definition.get("objective.weight") == (8.0 if choice == "method" else None)
     assert "TRAINER.DPL.SEARCH.OBJECTIVE" not in definition  # said by the objective.* entries
+
+
+@pytest.mark.parametrize("init, probe, recorded", [("searched", 5, 5), ("searched", 0, None), ("template", 5, None)])
+def test_the_start_probe_enters_the_train_definition_only_where_it_probes(init, probe, recorded):
+    """Without a probe the definition is what it was before the option existed, so models trained
+    then stay reusable; a probed start is another training."""
+    from dpl_plugin.dassl.run_definitions import train_definition
+
+    cfg = dpl_cfg(opts=["TRAINER.DPL.TRAIN.INIT", init, "TRAINER.DPL.TRAIN.PROBE_EPOCHS", str(probe)])
+    assert train_definition(cfg, "fp32", "a photo of a").get("TRAINER.DPL.TRAIN.PROBE_EPOCHS") == recorded
 
 
 def test_optimizer_covers_only_the_given_parameters_and_schedules_as_dassl():

@@ -67,6 +67,10 @@ def runs(workspace):
     second["init_searched"] = run("DPL_MaPLe", "init_searched", "TRAINER.DPL.MODE", "train",
                                   "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.TRAIN.INIT", "searched",
                                   "OPTIM.WARMUP_CONS_LR", "1e-9", "TEST.NO_TEST", "True")
+    second["init_probed"] = run("DPL_MaPLe", "init_probed", "TRAINER.DPL.MODE", "train",
+                                "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.TRAIN.INIT", "searched",
+                                "TRAINER.DPL.TRAIN.PROBE_EPOCHS", "3", "OPTIM.WARMUP_CONS_LR", "1e-9",
+                                "TEST.NO_TEST", "True")
     shutil.copytree(first["search_only"].path("search"), second["search_resumed"].path("search"))
     second["base2new_again"] = ScriptRun(ws, "base2new.sh", "caltech101")
     run_all(second.values())
@@ -183,6 +187,29 @@ def test_train_init_searched_starts_from_the_supernet_prompts(runs):
                                        supernet[f"text.{layer}"][start:start + n], atol=1e-5, rtol=0)
             torch.testing.assert_close(trained["state_dict"][f"maps.{layer}.weight"],
                                        supernet[f"maps.{layer}.weight"], atol=1e-5, rtol=0)
+
+
+def test_train_probe_starts_from_the_start_that_validates_better(runs):
+    """TRAIN.PROBE_EPOCHS 3 with a 1-epoch train stage: each start is probed for the whole stage (its
+    warm-up at 1e-9), the better one is kept, and the trained prompts are that start's: the supernet's
+    candidates if inherited, anything else if fresh."""
+    from dpl_plugin.dassl import checkpoint_folder
+
+    run = runs["init_probed"]
+    log = run.ok()
+    probe = re.search(r"Start probe \(the train stage's first 1 epochs from each start; validation accuracy\): "
+                      r"searched ([\d.]+)%, template ([\d.]+)%\. The train stage starts from (\w+)", log)
+    assert probe, log[-2000:]
+    searched_acc, template_acc, chosen = float(probe.group(1)), float(probe.group(2)), probe.group(3)
+    assert chosen == ("searched" if searched_acc >= template_acc else "template")
+    trained = checkpoint_folder.read(run.path("prompt_learner", "model.pth.tar-1"))
+    supernet = torch.load(runs["search_only"].path("search", "search_checkpoint.pth"), weights_only=True)["learner"]
+    layer = next(i for i, n in enumerate(trained["prompt_config"]["text"]) if n)
+    start = sum(range(trained["prompt_config"]["text"][layer]))
+    inherited = torch.allclose(trained["state_dict"][f"text.{layer}"], supernet[f"text.{layer}"][start:start + len(
+        trained["state_dict"][f"text.{layer}"])], atol=1e-5, rtol=0)
+    assert inherited == (chosen == "searched")
+    assert trained["definition"]["TRAINER.DPL.TRAIN.PROBE_EPOCHS"] == 3
 
 
 def test_baseline_mode_trains_the_hand_design_natively_without_search(runs):

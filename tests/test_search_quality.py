@@ -33,7 +33,7 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     report = run(tiny_clip, tmp_path, log)
     summary = report["summaries"][0]
     rows = report["runs"]["ivlp"]["1"]["rows"]
-    inherited = ["searched (paper), init searched (prefix)"]
+    inherited = ["searched (paper), init searched (prefix)", "searched (paper), init guarded (prefix)"]
     form = SETTINGS.insertion
     equal = ["hand design @ DPL cost", "random 1 @ DPL cost", "random 2 @ DPL cost", "all-max @ DPL cost"]
     assert list(rows) == ["zero-shot", "hand design", "searched (paper)", "searched (paper), init random (native)",
@@ -48,11 +48,18 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     search_samples = 10 + 3 * 10
     assert report["runs"]["ivlp"]["1"]["searches"]["paper"]["samples"] == search_samples
     assert rows["hand design"]["samples"] == 10 * SETTINGS.train_epochs and rows["zero-shot"]["samples"] == 0
-    dpl_total = search_samples + 10 * SETTINGS.train_epochs
-    for label in equal:  # trained as many samples as DPL (search + train stage) processed
+    # the guarded row's probe: the train stage's first epoch (all of it) from each of its 2 starts
+    probe_samples = 2 * 10 * SETTINGS.train_epochs
+    guarded = rows[inherited[1]]
+    assert guarded["samples"] == probe_samples + 10 * SETTINGS.train_epochs
+    assert guarded["start"] in ("searched", "template")
+    assert all(r["start"] in ("searched", "template") for r in guarded["per_lr"].values())
+    dpl_total = search_samples + 10 * SETTINGS.train_epochs + probe_samples  # the dearest DPL pipeline's
+    for label in equal:  # trained as many samples as DPL (search + probe + train stage) processed
         assert rows[label]["samples"] == dpl_total and rows[label]["epochs"] == dpl_total // 10
     table = {r["row"]: r for r in summary["table"]}
-    assert table["searched (paper)"]["samples"] == [dpl_total] and table["hand design"]["cpu_seconds"][0] > 0
+    assert table["searched (paper)"]["samples"] == [dpl_total - probe_samples]
+    assert table[inherited[1]]["samples"] == [dpl_total] and table["hand design"]["cpu_seconds"][0] > 0
     # Kendall tau between the supernet's scores of the random and all-max configurations and their accuracy
     scores = report["runs"]["ivlp"]["1"]["supernet"]["scores"]
     accs = [rows[x]["test_acc"] for x in ("random 1", "random 2", "all-max")]
@@ -66,7 +73,8 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     assert v["minus_hand"] == [pipeline - rows["hand design @ DPL cost"]["test_acc"]]
     assert v["minus_random_mean"] == [pipeline - sum(at_cost) / 2]
     assert v["ranks"] == [1 + sum(a > pipeline for a in at_cost)] and v["of"] == 3
-    assert v["samples"] == v["cost_samples"] == [dpl_total]
+    assert v["samples"] == [dpl_total - probe_samples] and v["cost_samples"] == [dpl_total]
+    assert verdict[inherited[1]]["samples"] == [dpl_total]
     assert v["search_over_train_samples"] == [search_samples / (10 * SETTINGS.train_epochs)]
     assert "At equal total cost" in sq.format_design(summary, SETTINGS)
     # the most any selection among the random configurations could gain over the hand design at that cost

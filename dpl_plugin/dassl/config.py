@@ -23,7 +23,10 @@ keep their values, and calling ``extend_cfg`` twice changes nothing.
   ``PRESET`` (``paper``: the official recipe; ``robust``) and the robustness options, ``None`` =
   the preset's; the prompt optimizer's other settings (momentum, weight decay, warm-up) come from
   ``OPTIM``;
-* ``TRAIN.INIT``: initialisation of the trained prompts;
+* ``TRAIN.INIT``: initialisation of the trained prompts; ``TRAIN.PROBE_EPOCHS`` (with ``INIT
+  searched``): train the inherited start and fresh prompts (``template``) that many epochs each
+  first and start the train stage from whichever validates better
+  (:mod:`dpl_plugin.engine.start_probe`); 0: always inherit;
 * ``TEXT_CHECKPOINT``: activation checkpointing in the text encoder, search and train stages: its
   activations are recomputed in the backward pass instead of kept (far less memory with many
   classes, such as ImageNet's 1,000, for one more forward pass of the text encoder per step).
@@ -62,6 +65,7 @@ _DPL = {
     "SEARCH": yacs_defaults(),  # one key per SearchSettings field
     "TRAIN": {
         "INIT": "normal:0.02",
+        "PROBE_EPOCHS": 0,
     },
 }
 
@@ -131,6 +135,10 @@ def check_dpl_cfg(cfg: CN) -> None:
             SearchSettings.from_cfg(dpl.SEARCH).resolved()
         except (ValueError, TypeError) as err:
             raise OptionError(f"TRAINER.DPL.SEARCH: {err}") from None
+    probe = dpl.TRAIN.PROBE_EPOCHS
+    if isinstance(probe, bool) or not isinstance(probe, int) or probe < 0:
+        raise OptionError(f"TRAINER.DPL.TRAIN.PROBE_EPOCHS must be a whole number of epochs, 0 to always start "
+                          f"from the inherited prompts, got {probe!r}")
     for key, lr in (("TRAINER.DPL.SEARCH.LR", dpl.SEARCH.LR), ("OPTIM.LR", cfg.OPTIM.LR)):
         if not lr > 0:  # also NaN; torch's optimizers would raise a bare ValueError
             raise OptionError(f"{key} must be a positive learning rate, got {lr}")

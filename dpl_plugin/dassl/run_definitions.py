@@ -14,6 +14,7 @@ import os
 from typing import Any, Dict, Mapping, Optional
 
 from ..errors import DPLError
+from ..prompting.initialization import SEARCHED
 from ..search.definition import differences, flatten
 from ..search.settings import cosmetic_keys
 
@@ -68,12 +69,18 @@ def train_definition(cfg, precision: str, ctx_init: str) -> Dict[str, Any]:
         "TRAINER.DPL.PREC": precision,
         "TRAINER.DPL.TEXT": dpl.TEXT,
         "CTX_INIT": ctx_init,
-        **flatten(dpl.TRAIN, "TRAINER.DPL.TRAIN."),
+        **flatten(dpl.TRAIN, "TRAINER.DPL.TRAIN.", skip=() if probes(cfg) else ("PROBE_EPOCHS",)),
         **flatten(cfg.DATASET, "DATASET.", skip=("ROOT",)),
         **flatten(cfg.INPUT, "INPUT."),
         **flatten(cfg.DATALOADER.TRAIN_X, "DATALOADER.TRAIN_X."),
         **flatten(cfg.OPTIM, "OPTIM."),
     }
+
+
+def probes(cfg) -> bool:
+    """Whether the train stage's start is chosen by a probe. Otherwise ``TRAIN.PROBE_EPOCHS`` changes
+    nothing and stays out of the definition, so runs trained before the option existed stay reusable."""
+    return cfg.TRAINER.DPL.TRAIN.PROBE_EPOCHS > 0 and cfg.TRAINER.DPL.TRAIN.INIT == SEARCHED
 
 
 def check_trained(recorded: Optional[Mapping[str, Any]], current: Mapping[str, Any], path: str,

@@ -34,8 +34,10 @@ from ..engine.averaging import GaussianPromptAveraging
 from ..engine.checkpoint import CorruptCheckpointError
 from ..engine.finite import check_finite, check_finite_logits
 from ..engine.objectives import Objective
+from ..engine.start_probe import probe_starts
+from ..engine.training import TrainSettings
 from ..errors import OptionError
-from ..prompting.initialization import SEARCHED, random_part
+from ..prompting.initialization import SEARCHED, TEMPLATE, random_part
 from ..prompting.templates import DEFAULT_TEMPLATE, text_input
 from ..runtime import distributed
 from ..runtime.lock import lock_output_dir
@@ -51,7 +53,7 @@ from .config import check_dpl_cfg, fit_workers_to_cpus, require_dpl_keys
 from .distributed_data import split_loaders
 from .gathered_evaluator import GatheredEvaluator
 from .optim_from_cfg import build_optimizer_and_scheduler
-from .run_definitions import check_trained, search_definition, train_definition
+from .run_definitions import check_trained, probes, search_definition, train_definition
 from .search_data import search_loaders
 
 MODEL_NAME = "prompt_learner"  # Dassl's registered name: checkpoints go to OUTPUT_DIR/prompt_learner/
@@ -385,11 +387,12 @@ class DPLTrainer(TrainerX):
         init = cfg.TRAINER.DPL.TRAIN.INIT
         if init == SEARCHED and (restoring or cfg.TRAINER.DPL.MODE == "baseline"):
             init = random_part(init)  # nothing to inherit (a hand design) or nothing worth it (loaded next)
-        templates, merge = text_input(cfg.TRAINER.DPL.TEXT, cfg.DATASET.NAME)
         supernet = self._searched_supernet(config) if init == SEARCHED else None  # one-shot NAS: inherit
-        model = build_prompted_clip(self.clip_model, self.classnames, config, ctx_init=self.ctx_init,
-                                    templates=templates, merge=merge, text_init=init, vision_init=init,
-                                    text_checkpoint=cfg.TRAINER.DPL.TEXT_CHECKPOINT, supernet=supernet).to(self.device)
+        if supernet is not None and probes(cfg) and not restoring:
+            init = self._probe_start(config, supernet)
+            supernet = supernet if init == SEARCHED else None
+            self._reseed()  # the train stage as if it had been configured with the chosen start
+        model = self._build(config, init, supernet)
         learner = model.prompt_learner
         params = [p for p in learner.parameters() if p.requires_grad]
         optim = sched = None
@@ -402,6 +405,34 @@ class DPLTrainer(TrainerX):
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "amp" and params else None
         print(f"Prompt configuration ({config.insertion} insertion{', coupled' if config.coupled else ''}): "
               f"text {config.text} vision {config.vision}; {sum(p.numel() for p in params):,} learnable parameters")
+
+    def _build(self, config: PromptConfig, init: str, supernet=None):
+        templates, merge = text_input(self.cfg.TRAINER.DPL.TEXT, self.cfg.DATASET.NAME)
+        return build_prompted_clip(self.clip_model, self.classnames, config, ctx_init=self.ctx_init,
+                                   templates=templates, merge=merge, text_init=init, vision_init=init,
+                                   text_checkpoint=self.cfg.TRAINER.DPL.TEXT_CHECKPOINT,
+                                   supernet=supernet).to(self.device)
+
+    def _probe_start(self, config: PromptConfig, supernet) -> str:
+        """``searched`` or ``template``: the start that validates better after TRAIN.PROBE_EPOCHS epochs."""
+        cfg = self.cfg
+        if self.val_loader is None:
+            raise OptionError(f"TRAINER.DPL.TRAIN.PROBE_EPOCHS chooses the train stage's start on the validation "
+                              f"split, but {cfg.DATASET.NAME} has none: set TRAINER.DPL.TRAIN.PROBE_EPOCHS 0")
+
+        def build(start):
+            model = self._build(config, start, supernet if start == SEARCHED else None)
+            self.objective.prepare(model, self.classnames)
+            return model
+
+        precision = "amp" if self.precision == "amp" else "fp32"  # fp16: the half CLIP, trained as in fp32
+        epochs = cfg.TRAINER.DPL.TRAIN.PROBE_EPOCHS
+        result = probe_starts(build, (SEARCHED, TEMPLATE), self.train_loader_x, self.val_loader,
+                              TrainSettings(epochs=cfg.OPTIM.MAX_EPOCH, precision=precision), epochs,
+                              seed=cfg.SEED if cfg.SEED >= 0 else None, objective=self.objective,
+                              optimizer_factory=lambda params: build_optimizer_and_scheduler(params, cfg.OPTIM))
+        print(result.describe())
+        return result.chosen
 
     def _searched_supernet(self, config: PromptConfig):
         """The supernet that found ``config``, from the search checkpoint beside its file."""

@@ -48,11 +48,16 @@ def _device_of(model) -> torch.device:
 
 def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = None,
                   batch_fn: Callable = default_batch, progress: bool = True, objective: Optional[Objective] = None,
-                  averaging: Optional[GaussianPromptAveraging] = None) -> List[Dict[str, float]]:
+                  averaging: Optional[GaussianPromptAveraging] = None,
+                  stop_after: Optional[int] = None,
+                  optimizer_factory: Optional[Callable] = None) -> List[Dict[str, float]]:
     """Train the learnable parameters of ``model`` on ``loader``; return per-epoch loss/accuracy.
 
     ``objective``: the loss of a batch (default cross-entropy; a prepared :class:`Objective`);
-    ``averaging``: e.g. PromptSRC's Gaussian prompt aggregation, applied after the last epoch."""
+    ``averaging``: e.g. PromptSRC's Gaussian prompt aggregation, applied after the last epoch;
+    ``stop_after``: run only the first epochs of the schedule (a probe of the training);
+    ``optimizer_factory``: ``params -> (optimizer, per-epoch scheduler)`` instead of the recipe's
+    SGD and warm-up + cosine from ``settings`` (e.g. a Dassl ``OPTIM`` node's)."""
     s = require_instance(settings or TrainSettings(), TrainSettings, "train_prompts' settings",
                          "pass TrainSettings(...) (a dict d: TrainSettings(**d))")
     objective = objective or Objective()
@@ -60,12 +65,15 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no learnable prompts: is the configuration all zeros?")
-    optimizer = build_sgd(params, s.lr, s.momentum, s.weight_decay)
-    scheduler = build_lr_scheduler(optimizer, s.epochs, s.warmup_epochs, warmup_lr=s.warmup_lr)
+    if optimizer_factory is None:
+        optimizer = build_sgd(params, s.lr, s.momentum, s.weight_decay)
+        scheduler = build_lr_scheduler(optimizer, s.epochs, s.warmup_epochs, warmup_lr=s.warmup_lr)
+    else:
+        optimizer, scheduler = optimizer_factory(params)
     amp = s.precision == "amp" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     history = []
-    for epoch in range(s.epochs):
+    for epoch in range(s.epochs if stop_after is None else min(stop_after, s.epochs)):
         model.train()
         set_epoch(loader, epoch)
         total = {"loss": 0.0, "acc": 0.0}
@@ -95,7 +103,7 @@ def train_prompts(model, loader: Iterable, settings: Optional[TrainSettings] = N
         history.append(distributed.mean_values({k: v / count for k, v in total.items()}))
         logger.info("epoch [%d/%d] loss %.4f acc %.1f%% lr %.3e", epoch + 1, s.epochs, history[-1]["loss"],
                     history[-1]["acc"], optimizer.param_groups[0]["lr"])
-    if averaging is not None:
+    if averaging is not None and len(history) == s.epochs:
         averaging.apply(model.prompt_learner)
     return history
 
