@@ -80,7 +80,8 @@ def train_definition(cfg, precision: str, ctx_init: str) -> Dict[str, Any]:
 def probes(cfg) -> bool:
     """Whether the train stage's start is chosen by a probe. Otherwise ``TRAIN.PROBE_EPOCHS`` changes
     nothing and stays out of the definition, so runs trained before the option existed stay reusable."""
-    return cfg.TRAINER.DPL.TRAIN.PROBE_EPOCHS > 0 and cfg.TRAINER.DPL.TRAIN.INIT == SEARCHED
+    dpl = cfg.TRAINER.DPL
+    return dpl.TRAIN.PROBE_EPOCHS > 0 and dpl.TRAIN.INIT == SEARCHED and dpl.MODE != "baseline"
 
 
 def check_trained(recorded: Optional[Mapping[str, Any]], current: Mapping[str, Any], path: str,

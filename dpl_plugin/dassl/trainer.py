@@ -121,6 +121,7 @@ class DPLTrainer(TrainerX):
         self.baseline_kwargs, self.ctx_init = self.baseline_settings(cfg)
         self.objective = self.build_objective(cfg)
         self.model = self.optim = self.sched = self.scaler = self.averaging = None
+        self._probe_pending = False
         self.prompt_config: Optional[PromptConfig] = None
         config = self._known_config()
         if config is not None:
@@ -142,6 +143,11 @@ class DPLTrainer(TrainerX):
             if not self.cfg.TEST.NO_TEST:
                 self.test()
             return
+        if self._probe_pending and checkpoint_folder.latest(osp.join(self.output_dir, MODEL_NAME)) is None:
+            start = self._probe_start(self.prompt_config)
+            if start != SEARCHED:
+                self._install(self.prompt_config, start=start)
+            self.objective.prepare(self.model, self.classnames)  # last prepared for a probe's model
         self._reseed()  # the same data order whether or not a search ran before
         self._seed_rank()
         super().train()
@@ -379,19 +385,20 @@ class DPLTrainer(TrainerX):
             raise PromptConfigError(f"the configuration is {kind}, which the {self.design.name} design is not: "
                                     f"train it with {'DPL_MaPLe' if config.coupled else 'DPL_IVLP'}")
 
-    def _install(self, config: PromptConfig, restoring: bool = False) -> None:
+    def _install(self, config: PromptConfig, restoring: bool = False, start: Optional[str] = None) -> None:
         """Build the model for ``config`` and register its learner (replacing any previous one).
-        ``restoring``: a checkpoint's prompts replace the initial ones at once."""
+        ``restoring``: a checkpoint's prompts replace the initial ones at once; ``start``: the
+        initialisation the start probe chose (else ``TRAIN.INIT``)."""
         cfg = self.cfg
         self._reseed()  # the same initial prompts whether or not a search ran before
         init = cfg.TRAINER.DPL.TRAIN.INIT
         if init == SEARCHED and (restoring or cfg.TRAINER.DPL.MODE == "baseline"):
             init = random_part(init)  # nothing to inherit (a hand design) or nothing worth it (loaded next)
+        init = start or init
         supernet = self._searched_supernet(config) if init == SEARCHED else None  # one-shot NAS: inherit
-        if supernet is not None and probes(cfg) and not restoring:
-            init = self._probe_start(config, supernet)
-            supernet = supernet if init == SEARCHED else None
-            self._reseed()  # the train stage as if it had been configured with the chosen start
+        # TRAIN.PROBE_EPOCHS: train() may start from fresh prompts instead, when it trains from scratch
+        self._probe_pending = (init == SEARCHED and start is None and probes(cfg)
+                               and (config.uses("text") or config.uses("vision")))
         model = self._build(config, init, supernet)
         learner = model.prompt_learner
         params = [p for p in learner.parameters() if p.requires_grad]
@@ -413,12 +420,14 @@ class DPLTrainer(TrainerX):
                                    text_checkpoint=self.cfg.TRAINER.DPL.TEXT_CHECKPOINT,
                                    supernet=supernet).to(self.device)
 
-    def _probe_start(self, config: PromptConfig, supernet) -> str:
+    def _probe_start(self, config: PromptConfig) -> str:
         """``searched`` or ``template``: the start that validates better after TRAIN.PROBE_EPOCHS epochs."""
         cfg = self.cfg
         if self.val_loader is None:
             raise OptionError(f"TRAINER.DPL.TRAIN.PROBE_EPOCHS chooses the train stage's start on the validation "
                               f"split, but {cfg.DATASET.NAME} has none: set TRAINER.DPL.TRAIN.PROBE_EPOCHS 0")
+
+        supernet = self._searched_supernet(config)
 
         def build(start):
             model = self._build(config, start, supernet if start == SEARCHED else None)
@@ -429,7 +438,8 @@ class DPLTrainer(TrainerX):
         epochs = cfg.TRAINER.DPL.TRAIN.PROBE_EPOCHS
         result = probe_starts(build, (SEARCHED, TEMPLATE), self.train_loader_x, self.val_loader,
                               TrainSettings(epochs=cfg.OPTIM.MAX_EPOCH, precision=precision), epochs,
-                              seed=cfg.SEED if cfg.SEED >= 0 else None, objective=self.objective,
+                              seed=cfg.SEED if cfg.SEED >= 0 else None, before_training=self._seed_rank,
+                              objective=self.objective,
                               optimizer_factory=lambda params: build_optimizer_and_scheduler(params, cfg.OPTIM))
         print(result.describe())
         return result.chosen

@@ -11,13 +11,18 @@ as one configured with that start from the outset. It costs twice its epochs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional, Sequence
 
+from ..errors import NonFiniteLossError
 from ..runtime.reproducibility import seed_everything
 from .batches import default_batch
 from .objectives import Objective
 from .training import TrainSettings, evaluate, train_prompts
+
+
+logger = logging.getLogger("dpl_plugin.engine.start_probe")
 
 
 @dataclass(frozen=True)
@@ -46,12 +51,15 @@ class _CountingBatches:
 
 
 def probe_starts(build: Callable[[str], object], starts: Sequence[str], train_loader: Iterable, val_loader: Iterable,
-                 settings: TrainSettings, epochs: int, seed: Optional[int] = None, batch_fn: Callable = default_batch,
+                 settings: TrainSettings, epochs: int, seed: Optional[int] = None,
+                 before_training: Optional[Callable[[], None]] = None, batch_fn: Callable = default_batch,
                  objective: Optional[Objective] = None, optimizer_factory: Optional[Callable] = None) -> ProbeResult:
     """Run the first ``epochs`` epochs of the train stage (``settings``; all of it if shorter) from every start
     (``build(start)``: a fresh model with that start, its objective prepared) and return the start
     with the highest validation accuracy; the first of ``starts`` wins ties (put the preferred one
-    first). ``seed``: reseeded before each start, so that every start sees the same batches;
+    first). A start whose loss turns non-finite scores minus infinity. ``seed``: reseeded before
+    each start is built and again before it trains, so that every start sees the train stage's
+    batches; ``before_training``: called after that (e.g. each process's own augmentation seed);
     ``optimizer_factory``: the train stage's optimizer and schedule, if not ``settings``' recipe
     (:func:`~dpl_plugin.engine.training.train_prompts`)."""
     if len(starts) < 2 or epochs < 1:
@@ -64,9 +72,17 @@ def probe_starts(build: Callable[[str], object], starts: Sequence[str], train_lo
         if seed is not None:
             seed_everything(seed)
         model = build(start)
-        train_prompts(model, train_loader, settings, batch_fn=counter, progress=False, objective=objective,
-                      stop_after=epochs, optimizer_factory=optimizer_factory)
-        scores[start] = evaluate(model, val_loader, batch_fn=batch_fn, progress=False)
+        if seed is not None:
+            seed_everything(seed)
+        if before_training is not None:
+            before_training()
+        try:
+            train_prompts(model, train_loader, settings, batch_fn=counter, progress=False, objective=objective,
+                          stop_after=epochs, optimizer_factory=optimizer_factory)
+            scores[start] = evaluate(model, val_loader, batch_fn=batch_fn, progress=False)
+        except NonFiniteLossError as err:  # raised on every process alike: all score it the same
+            logger.warning("start probe: %s diverged (%s)", start, err)
+            scores[start] = float("-inf")
         del model
     chosen = max(starts, key=lambda s: (scores[s], -list(starts).index(s)))
     return ProbeResult(chosen, scores, counter.samples, epochs)
