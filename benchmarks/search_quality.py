@@ -9,7 +9,10 @@ at equal train-stage budget (the same epochs, batch size and batches for every c
 * the searched configuration (one search per ``--presets`` entry);
 * ``--random`` configurations drawn uniformly from the same search space, and the all-maximum one;
 * the searched configuration under each initialisation (``--searched-inits``): random (normal
-  0.02), template, and the supernet's own prompts (``inherit_prompts``, in the supernet's prefix form).
+  0.02), template, the supernet's own prompts (``inherit_prompts``, in the supernet's prefix form) and
+  ``guarded``: the supernet's prompts or fresh ones, whichever validates better after the train
+  stage's first ``--probe-epochs`` epochs from each (``TRAIN.PROBE_EPOCHS``; its probe is counted in
+  its cost and in DPL's cost of the rows trained at it).
 
 Every configuration gets the same insertion form (``--insertion``) and initialisation rule,
 ``template`` (text input tokens from the word embeddings of "a photo of a" where the input length
@@ -641,7 +644,8 @@ def _selection_ceiling(per_seed: Dict[int, dict], seeds: List[int]) -> Optional[
 
 def _equal_cost_verdict(per_seed: Dict[int, dict], seeds: List[int]) -> List[dict]:
     """Every DPL row (a search plus its train stage) against the rows trained as many samples as the
-    first preset's DPL pipeline processed: paired per seed with the hand design and the mean of the
+    first preset's dearest DPL pipeline processed (with a guarded row: its probe included; the other
+    rows used less): paired per seed with the hand design and the mean of the
     random configurations at that cost, its rank among those random configurations, and what its
     search cost against its own train stage."""
     first = per_seed[seeds[0]]["rows"]
@@ -752,7 +756,8 @@ def format_design(summary: dict, settings: Settings) -> str:
     verdict = summary.get("equal_cost") or []
     if verdict:
         lines += ["", f"At equal total cost (every row below against the hand design and the random configurations "
-                      f"trained as many samples as the first preset's search + train stage, "
+                      f"trained as many samples as the first preset's search + train stage, plus the guarded "
+                      f"row's probe where there is one, "
                       f"{statistics.mean(verdict[0]['cost_samples']):,.0f}):", "",
                   "| DPL row | samples | minus hand design @ DPL cost | minus random mean @ DPL cost | "
                   "rank among random @ DPL cost (top quarter) | search / train stage (samples, CPU) |",

@@ -92,23 +92,24 @@ REGULARISED = dict(alpha_noise=0.3, beta_decay=5.0, select="sampled", select_sam
 SINGLE_PATHS = dict(paths="single", select="sampled", select_samples=4)
 
 
-@pytest.mark.parametrize("options", [{}, {"preset": "robust"}, ALL_OPTIONS, REGULARISED, {"select": "perturbation"},
+@pytest.mark.parametrize("options", [{}, {"preset": "robust"}, ALL_OPTIONS, REGULARISED,
+                                     {"select": "perturbation", "candidates": (0, 2)},  # 2 scores per layer
                                      {"preset": "robust", "nested": True}, SINGLE_PATHS],
                          ids=["paper", "robust", "all-options", "regularised-sampled", "perturbation", "nested",
                               "single-paths"])
 def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_path, options):
     from dpl_plugin import load_clip
 
-    straight = make_search(tiny_clip, str(tmp_path / "a"), epochs=3, **options)
+    straight = make_search(tiny_clip, str(tmp_path / "a"), epochs=2, **options)
     result = straight.run()
 
     class Interrupt(Exception):
         pass
 
-    interrupted = make_search(load_clip(tiny_clip_path), str(tmp_path / "b"), epochs=3, **options)
+    interrupted = make_search(load_clip(tiny_clip_path), str(tmp_path / "b"), epochs=2, **options)
     real_loss = interrupted._loss
 
-    def dies_in_epoch_two(batch, phase):  # the process is killed in the middle of epoch 2
+    def dies_in_epoch_two(batch, phase):  # the process is killed in the middle of the last epoch
         if interrupted.epoch == 1 and interrupted.iteration == 1 and phase.startswith("training"):
             raise Interrupt
         return real_loss(batch, phase)
@@ -119,7 +120,7 @@ def test_interrupted_search_resumes_identically(tiny_clip, tiny_clip_path, tmp_p
     assert torch.load(tmp_path / "b" / CHECKPOINT_FILE, weights_only=True)["epoch"] == 1
 
     torch.manual_seed(1234)  # a new process: different seed state, fresh objects
-    resumed = make_search(load_clip(tiny_clip_path), str(tmp_path / "b"), epochs=3, seed=99, **options)
+    resumed = make_search(load_clip(tiny_clip_path), str(tmp_path / "b"), epochs=2, seed=99, **options)
     resumed_result = resumed.run()
     for (name, a), (_, b) in zip(straight.learner.state_dict().items(), resumed.learner.state_dict().items()):
         assert torch.equal(a, b), name
