@@ -67,16 +67,16 @@ def runs(workspace):
     second["init_searched"] = run("DPL_MaPLe", "init_searched", "TRAINER.DPL.MODE", "train",
                                   "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.TRAIN.INIT", "searched",
                                   "OPTIM.WARMUP_CONS_LR", "1e-9", "TEST.NO_TEST", "True")
-    second["init_probed"] = run("DPL_MaPLe", "init_probed", "TRAINER.DPL.MODE", "train",
-                                "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.TRAIN.INIT", "searched",
-                                "TRAINER.DPL.TRAIN.PROBE_EPOCHS", "3", "OPTIM.WARMUP_CONS_LR", "1e-9",
-                                "TEST.NO_TEST", "True")
+    probed = ["TRAINER.DPL.MODE", "train", "TRAINER.DPL.CONFIG_FILE", searched, "TRAINER.DPL.TRAIN.INIT", "searched",
+              "TRAINER.DPL.TRAIN.PROBE_EPOCHS", "1", "OPTIM.WARMUP_CONS_LR", "1e-9", "TEST.NO_TEST", "True"]
+    second["init_probed"] = run("DPL_MaPLe", "init_probed", *probed)
+    second["probed_straight"] = run("DPL_MaPLe", "probed_straight", *probed, "OPTIM.MAX_EPOCH", "2")
     shutil.copytree(first["search_only"].path("search"), second["search_resumed"].path("search"))
     second["base2new_again"] = ScriptRun(ws, "base2new.sh", "caltech101")
     run_all(second.values())
     r.update(second)
 
-    third = {}
+    third = {"probed_resumed": run("DPL_MaPLe", "init_probed", *probed, "OPTIM.MAX_EPOCH", "2")}
     for t in TRAINERS:
         load_epoch = ["--load-epoch", "2"] if t in ("DPL_IVLP", "DPL_MaPLe") else []  # else: the latest
         third[f"C/{t}"] = run(t, t + "_eval", *text[t],
@@ -190,8 +190,8 @@ def test_train_init_searched_starts_from_the_supernet_prompts(runs):
 
 
 def test_train_probe_starts_from_the_start_that_validates_better(runs):
-    """TRAIN.PROBE_EPOCHS 3 with a 1-epoch train stage: each start is probed for the whole stage (its
-    warm-up at 1e-9), the better one is kept, and the trained prompts are that start's: the supernet's
+    """TRAIN.PROBE_EPOCHS 1: each start is probed for the train stage's first epoch (its warm-up at
+    1e-9), the better one is kept, and the trained prompts are that start's: the supernet's
     candidates if inherited, anything else if fresh."""
     from dpl_plugin.dassl import checkpoint_folder
 
@@ -204,12 +204,23 @@ def test_train_probe_starts_from_the_start_that_validates_better(runs):
     assert chosen == ("searched" if searched_acc >= template_acc else "template")
     trained = checkpoint_folder.read(run.path("prompt_learner", "model.pth.tar-1"))
     supernet = torch.load(runs["search_only"].path("search", "search_checkpoint.pth"), weights_only=True)["learner"]
+    assert any(trained["prompt_config"]["text"]), "the searched configuration has no text prompts to compare"
     layer = next(i for i, n in enumerate(trained["prompt_config"]["text"]) if n)
     start = sum(range(trained["prompt_config"]["text"][layer]))
     inherited = torch.allclose(trained["state_dict"][f"text.{layer}"], supernet[f"text.{layer}"][start:start + len(
         trained["state_dict"][f"text.{layer}"])], atol=1e-5, rtol=0)
     assert inherited == (chosen == "searched")
-    assert trained["definition"]["TRAINER.DPL.TRAIN.PROBE_EPOCHS"] == 3
+    assert trained["definition"]["TRAINER.DPL.TRAIN.PROBE_EPOCHS"] == 1
+
+
+def test_a_probed_run_resumes_without_probing_again_and_equals_the_uninterrupted_one(runs):
+    resumed, straight = runs["probed_resumed"], runs["probed_straight"]
+    log = resumed.ok()
+    assert "Resumed from" in log and "Start probe" not in log
+    assert "Start probe" in straight.ok()
+    a = torch.load(resumed.path("prompt_learner", "model.pth.tar-2"), weights_only=True)["state_dict"]
+    b = torch.load(straight.path("prompt_learner", "model.pth.tar-2"), weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_baseline_mode_trains_the_hand_design_natively_without_search(runs):

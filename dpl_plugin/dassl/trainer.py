@@ -436,6 +436,8 @@ class DPLTrainer(TrainerX):
 
         precision = "amp" if self.precision == "amp" else "fp32"  # fp16: the half CLIP, trained as in fp32
         epochs = cfg.TRAINER.DPL.TRAIN.PROBE_EPOCHS
+        print(f"Start probe (TRAINER.DPL.TRAIN.PROBE_EPOCHS {epochs}): the train stage's first epochs from the "
+              f"supernet's prompts, then from fresh prompts; their epoch lines follow")
         result = probe_starts(build, (SEARCHED, TEMPLATE), self.train_loader_x, self.val_loader,
                               TrainSettings(epochs=cfg.OPTIM.MAX_EPOCH, precision=precision), epochs,
                               seed=cfg.SEED if cfg.SEED >= 0 else None, before_training=self._seed_rank,
