@@ -292,21 +292,21 @@ class SearchQuality:
         return model
 
     def _train(self, task: Task, seed: int, config, init: str, lr, supernet, epochs: Optional[int] = None):
-        """The trained model, the samples its training (and probe) processed forward and backward
-        (counted) and the start it trained from (``guarded``: the probe's choice)."""
+        """The trained model, the samples its training and probe processed forward and backward
+        (counted), the start it trained from (``guarded``: the probe's choice) and its probe's samples."""
         settings = TrainSettings(epochs=epochs or self.settings.train_epochs, lr=lr or 0.0)
         loader = CountingLoader(DataLoader(task.train, batch_size=self.settings.batch_size, shuffle=True))
-        start = init
+        start, probe_samples = init, 0
         if init == "guarded" and lr is not None:
             probe = probe_starts(lambda st: self._build(task, config, effective_init(config, st), supernet),
                                  ("searched", "template"), loader, DataLoader(task.val, batch_size=500), settings,
                                  self.probe_epochs(epochs), seed=seed)
-            start = probe.chosen
+            start, probe_samples = probe.chosen, probe.samples
         seed_everything(seed)  # every configuration of a seed starts from the same random state
         model = self._build(task, config, effective_init(config, start), supernet)
         if lr is not None:
             train_prompts(model, loader, settings, progress=False)
-        return model, loader.samples, start
+        return model, loader.samples, start, probe_samples
 
     def row(self, task: Task, seed: int, label: str, config, init: str, design: str,
             search_id: Optional[str] = None, supernet=None, epochs: Optional[int] = None) -> dict:
@@ -322,13 +322,14 @@ class SearchQuality:
             per_lr[key] = self.cache.get(identities[key])
             if per_lr[key] is None:
                 start, cpu = time.perf_counter(), time.process_time()
-                models[key], samples, begun = self._train(task, seed, config, init, lr, supernet, epochs)
+                models[key], samples, begun, probe_samples = self._train(task, seed, config, init, lr, supernet,
+                                                                         epochs)
                 cpu = time.process_time() - cpu
                 val_acc, val_loss = scores(models[key], task.val)
                 per_lr[key] = self.cache.put(identities[key], {
                     "val_acc": val_acc, "val_loss": val_loss, "seconds": round(time.perf_counter() - start, 2),
                     "samples": samples, "cpu_seconds": round(cpu, 2),
-                    **({"start": begun} if init == "guarded" else {})})
+                    **({"start": begun, "probe_samples": probe_samples} if init == "guarded" else {})})
                 self.trained += 1
                 self.log(f"{design} seed {seed} | {label} | lr {key}: val {val_acc:.1f}% "
                          f"({per_lr[key]['seconds']:.0f} s; {self._elapsed()})")
@@ -345,7 +346,7 @@ class SearchQuality:
                 "lr": None if chosen == "-" else float(chosen), "epochs": epochs or self.settings.train_epochs,
                 "samples": per_lr[chosen].get("samples", 0), "cpu_seconds": per_lr[chosen].get("cpu_seconds"),
                 **{k: per_lr[chosen][k] for k in ("val_acc", "val_loss", "test_acc")}, "per_lr": per_lr,
-                **({"start": per_lr[chosen].get("start")} if init == "guarded" else {})}
+                **({k: per_lr[chosen].get(k) for k in ("start", "probe_samples")} if init == "guarded" else {})}
 
     def _elapsed(self) -> str:
         return f"{self.trained} run, {(time.perf_counter() - self.started) / 60:.1f} min"
@@ -667,7 +668,10 @@ def _equal_cost_verdict(per_seed: Dict[int, dict], seeds: List[int]) -> List[dic
             "top_quarter": top_quarter_count(ranks, len(at_cost[seeds[0]])),
             "samples": [search[s] + rows[s].get("samples", 0) for s in seeds],
             "cost_samples": [per_seed[s]["rows"]["hand design @ DPL cost"].get("samples", 0) for s in seeds],
-            "search_over_train_samples": [search[s] / max(rows[s].get("samples", 0), 1) for s in seeds],
+            # a guarded row's probe counts with its search, against the train stage alone
+            "search_over_train_samples": [(search[s] + (rows[s].get("probe_samples") or 0))
+                                          / max(rows[s].get("samples", 0) - (rows[s].get("probe_samples") or 0), 1)
+                                          for s in seeds],
             "search_over_train_cpu": [_search_cost(per_seed[s], label, "cpu_seconds")
                                       / max(rows[s].get("cpu_seconds") or 0, 1e-9) for s in seeds]})
     return out

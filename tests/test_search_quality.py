@@ -76,6 +76,9 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     assert v["samples"] == [dpl_total - probe_samples] and v["cost_samples"] == [dpl_total]
     assert verdict[inherited[1]]["samples"] == [dpl_total]
     assert v["search_over_train_samples"] == [search_samples / (10 * SETTINGS.train_epochs)]
+    assert guarded["probe_samples"] == probe_samples  # with the search, against the train stage alone
+    assert verdict[inherited[1]]["search_over_train_samples"] == [(search_samples + probe_samples)
+                                                                  / (10 * SETTINGS.train_epochs)]
     assert "At equal total cost" in sq.format_design(summary, SETTINGS)
     # the most any selection among the random configurations could gain over the hand design at that cost
     assert summary["ceiling"] == [max(at_cost) - rows["hand design @ DPL cost"]["test_acc"]]
