@@ -80,6 +80,7 @@ DESIGNS = ("coop", "vpt", "ivlp", "maple")
 # train stage's first --probe-epochs epochs from each (dpl_plugin.engine.start_probe)
 INITS = ("random", "template", "searched", "guarded")
 INHERITING = ("searched", "guarded")  # the inits that need the supernet
+GUARD_STARTS = ("searched", "template")  # what the guarded init's probe compares
 CACHE_FORMAT = "dpl-plugin/search-quality-cache-v1"
 # Search options added after that format: at their default they stay out of a search's identity, so
 # the searches (and the rows that depend on them) cached before the option existed remain valid.
@@ -299,7 +300,7 @@ class SearchQuality:
         start, probe_samples = init, 0
         if init == "guarded" and lr is not None:
             probe = probe_starts(lambda st: self._build(task, config, effective_init(config, st), supernet),
-                                 ("searched", "template"), loader, DataLoader(task.val, batch_size=500), settings,
+                                 GUARD_STARTS, loader, DataLoader(task.val, batch_size=500), settings,
                                  self.probe_epochs(epochs), seed=seed)
             start, probe_samples = probe.chosen, probe.samples
         seed_everything(seed)  # every configuration of a seed starts from the same random state
@@ -448,7 +449,8 @@ class SearchQuality:
         """Train-stage epochs plus the search's samples in whole epochs of the training split: as many
         samples as DPL (search + train stage) processed forward and backward, rounded up; with a
         guarded row, its probe's too (the dearest DPL pipeline of the run)."""
-        probe = 2 * self.probe_epochs() * len(task.train) if "guarded" in self.settings.searched_inits else 0
+        guarded = "guarded" in self.settings.searched_inits
+        probe = len(GUARD_STARTS) * self.probe_epochs() * len(task.train) if guarded else 0
         return self.settings.train_epochs + math.ceil((search["samples"] + probe) / len(task.train))
 
     def _supernet_extras(self, task: Task, design: str, seed: int, preset: str, configs) -> dict:

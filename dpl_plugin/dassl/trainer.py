@@ -121,7 +121,7 @@ class DPLTrainer(TrainerX):
         self.baseline_kwargs, self.ctx_init = self.baseline_settings(cfg)
         self.objective = self.build_objective(cfg)
         self.model = self.optim = self.sched = self.scaler = self.averaging = None
-        self._probe_pending = False
+        self._probe_supernet = None  # TRAIN.PROBE_EPOCHS: the supernet whose prompts train() may yet replace
         self.prompt_config: Optional[PromptConfig] = None
         config = self._known_config()
         if config is not None:
@@ -143,11 +143,13 @@ class DPLTrainer(TrainerX):
             if not self.cfg.TEST.NO_TEST:
                 self.test()
             return
-        if self._probe_pending and checkpoint_folder.latest(osp.join(self.output_dir, MODEL_NAME)) is None:
-            start = self._probe_start(self.prompt_config)
+        if self._probe_supernet is not None and checkpoint_folder.latest(osp.join(self.output_dir, MODEL_NAME)) is None:
+            start = self._probe_start(self.prompt_config, self._probe_supernet)
             if start != SEARCHED:
                 self._install(self.prompt_config, start=start)
-            self.objective.prepare(self.model, self.classnames)  # last prepared for a probe's model
+            else:
+                self.objective.prepare(self.model, self.classnames)  # last prepared for a probe's model
+        self._probe_supernet = None
         self._reseed()  # the same data order whether or not a search ran before
         self._seed_rank()
         super().train()
@@ -397,8 +399,8 @@ class DPLTrainer(TrainerX):
         init = start or init
         supernet = self._searched_supernet(config) if init == SEARCHED else None  # one-shot NAS: inherit
         # TRAIN.PROBE_EPOCHS: train() may start from fresh prompts instead, when it trains from scratch
-        self._probe_pending = (init == SEARCHED and start is None and probes(cfg)
-                               and (config.uses("text") or config.uses("vision")))
+        probing = start is None and probes(cfg) and (config.uses("text") or config.uses("vision"))
+        self._probe_supernet = supernet if probing else None
         model = self._build(config, init, supernet)
         learner = model.prompt_learner
         params = [p for p in learner.parameters() if p.requires_grad]
@@ -420,14 +422,12 @@ class DPLTrainer(TrainerX):
                                    text_checkpoint=self.cfg.TRAINER.DPL.TEXT_CHECKPOINT,
                                    supernet=supernet).to(self.device)
 
-    def _probe_start(self, config: PromptConfig) -> str:
+    def _probe_start(self, config: PromptConfig, supernet) -> str:
         """``searched`` or ``template``: the start that validates better after TRAIN.PROBE_EPOCHS epochs."""
         cfg = self.cfg
         if self.val_loader is None:
             raise OptionError(f"TRAINER.DPL.TRAIN.PROBE_EPOCHS chooses the train stage's start on the validation "
                               f"split, but {cfg.DATASET.NAME} has none: set TRAINER.DPL.TRAIN.PROBE_EPOCHS 0")
-
-        supernet = self._searched_supernet(config)
 
         def build(start):
             model = self._build(config, start, supernet if start == SEARCHED else None)
