@@ -81,6 +81,7 @@ DESIGNS = ("coop", "vpt", "ivlp", "maple")
 INITS = ("random", "template", "searched", "guarded")
 INHERITING = ("searched", "guarded")  # the inits that need the supernet
 GUARD_STARTS = ("searched", "template")  # what the guarded init's probe compares
+GUARD_KEYS = ("start", "probe_samples", "probe_cpu_seconds")  # what a guarded row records of its probe
 CACHE_FORMAT = "dpl-plugin/search-quality-cache-v1"
 # Search options added after that format: at their default they stay out of a search's identity, so
 # the searches (and the rows that depend on them) cached before the option existed remain valid.
@@ -294,20 +295,22 @@ class SearchQuality:
 
     def _train(self, task: Task, seed: int, config, init: str, lr, supernet, epochs: Optional[int] = None):
         """The trained model, the samples its training and probe processed forward and backward
-        (counted), the start it trained from (``guarded``: the probe's choice) and its probe's samples."""
+        (counted), the start it trained from (``guarded``: the probe's choice) and its probe's samples
+        and CPU seconds."""
         settings = TrainSettings(epochs=epochs or self.settings.train_epochs, lr=lr or 0.0)
         loader = CountingLoader(DataLoader(task.train, batch_size=self.settings.batch_size, shuffle=True))
-        start, probe_samples = init, 0
+        start, probe_samples, probe_cpu = init, 0, 0.0
         if init == "guarded" and lr is not None:
+            probe_cpu = time.process_time()
             probe = probe_starts(lambda st: self._build(task, config, effective_init(config, st), supernet),
                                  GUARD_STARTS, loader, DataLoader(task.val, batch_size=500), settings,
                                  self.probe_epochs(epochs), seed=seed)
-            start, probe_samples = probe.chosen, probe.samples
+            start, probe_samples, probe_cpu = probe.chosen, probe.samples, time.process_time() - probe_cpu
         seed_everything(seed)  # every configuration of a seed starts from the same random state
         model = self._build(task, config, effective_init(config, start), supernet)
         if lr is not None:
             train_prompts(model, loader, settings, progress=False)
-        return model, loader.samples, start, probe_samples
+        return model, loader.samples, start, probe_samples, probe_cpu
 
     def row(self, task: Task, seed: int, label: str, config, init: str, design: str,
             search_id: Optional[str] = None, supernet=None, epochs: Optional[int] = None) -> dict:
@@ -323,14 +326,15 @@ class SearchQuality:
             per_lr[key] = self.cache.get(identities[key])
             if per_lr[key] is None:
                 start, cpu = time.perf_counter(), time.process_time()
-                models[key], samples, begun, probe_samples = self._train(task, seed, config, init, lr, supernet,
-                                                                         epochs)
+                models[key], samples, begun, probe_samples, probe_cpu = self._train(task, seed, config, init, lr,
+                                                                                    supernet, epochs)
                 cpu = time.process_time() - cpu
                 val_acc, val_loss = scores(models[key], task.val)
                 per_lr[key] = self.cache.put(identities[key], {
                     "val_acc": val_acc, "val_loss": val_loss, "seconds": round(time.perf_counter() - start, 2),
                     "samples": samples, "cpu_seconds": round(cpu, 2),
-                    **({"start": begun, "probe_samples": probe_samples} if init == "guarded" else {})})
+                    **({"start": begun, "probe_samples": probe_samples, "probe_cpu_seconds": round(probe_cpu, 2)}
+                       if init == "guarded" else {})})
                 self.trained += 1
                 self.log(f"{design} seed {seed} | {label} | lr {key}: val {val_acc:.1f}% "
                          f"({per_lr[key]['seconds']:.0f} s; {self._elapsed()})")
@@ -347,7 +351,7 @@ class SearchQuality:
                 "lr": None if chosen == "-" else float(chosen), "epochs": epochs or self.settings.train_epochs,
                 "samples": per_lr[chosen].get("samples", 0), "cpu_seconds": per_lr[chosen].get("cpu_seconds"),
                 **{k: per_lr[chosen][k] for k in ("val_acc", "val_loss", "test_acc")}, "per_lr": per_lr,
-                **({k: per_lr[chosen].get(k) for k in ("start", "probe_samples")} if init == "guarded" else {})}
+                **({k: per_lr[chosen].get(k) for k in GUARD_KEYS} if init == "guarded" else {})}
 
     def _elapsed(self) -> str:
         return f"{self.trained} run, {(time.perf_counter() - self.started) / 60:.1f} min"
@@ -567,6 +571,11 @@ def _searched_config(summary: dict) -> dpl.PromptConfig:
 
 
 # -- summaries ---------------------------------------------------------------------------------------
+def _mean_ratio(values: Sequence[Optional[float]]) -> str:
+    """The mean of per-seed ratios, or n/a where a seed's is unknown (never a mean of the others)."""
+    return "n/a" if not values or None in values else f"{statistics.mean(values):.2f}x"
+
+
 def mean_ci(values: Sequence[float]) -> str:
     if len(values) < 2:
         return f"{statistics.mean(values):.1f}"
@@ -674,9 +683,17 @@ def _equal_cost_verdict(per_seed: Dict[int, dict], seeds: List[int]) -> List[dic
             "search_over_train_samples": [(search[s] + (rows[s].get("probe_samples") or 0))
                                           / max(rows[s].get("samples", 0) - (rows[s].get("probe_samples") or 0), 1)
                                           for s in seeds],
-            "search_over_train_cpu": [_search_cost(per_seed[s], label, "cpu_seconds")
-                                      / max(rows[s].get("cpu_seconds") or 0, 1e-9) for s in seeds]})
+            "search_over_train_cpu": [_search_over_train_cpu(per_seed[s], label, rows[s]) for s in seeds]})
     return out
+
+
+def _search_over_train_cpu(run: dict, label: str, row: dict) -> Optional[float]:
+    """CPU of the search (and of a guarded row's probe) over its train stage's; None for a guarded
+    row cached before its probe's CPU was recorded apart (its train stage's CPU is unknown)."""
+    probe = row.get("probe_cpu_seconds", 0.0 if row.get("probe_samples") is None else None)
+    if probe is None:
+        return None
+    return (_search_cost(run, label, "cpu_seconds") + probe) / max((row.get("cpu_seconds") or 0) - probe, 1e-9)
 
 
 def _is_random(label: str) -> bool:
@@ -774,7 +791,7 @@ def format_design(summary: dict, settings: Settings) -> str:
                 f"{mean_ci(v['minus_random_mean']) if v['minus_random_mean'] else 'n/a'} | "
                 f"{statistics.mean(v['ranks']):.1f} of {v['of']} ({v['top_quarter']} of {len(seeds)} seeds) | "
                 f"{statistics.mean(v['search_over_train_samples']):.2f}x, "
-                f"{statistics.mean(v['search_over_train_cpu']):.2f}x |")
+                f"{_mean_ratio(v['search_over_train_cpu'])} |")
         ceiling = summary.get("ceiling")
         if ceiling:
             lines += ["", f"- ceiling of a selection among the {settings.random} random configurations: the best of "

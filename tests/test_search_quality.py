@@ -79,6 +79,16 @@ def test_benchmark_rows_rank_cache_and_resume(tiny_clip, tmp_path):
     assert guarded["probe_samples"] == probe_samples  # with the search, against the train stage alone
     assert verdict[inherited[1]]["search_over_train_samples"] == [(search_samples + probe_samples)
                                                                   / (10 * SETTINGS.train_epochs)]
+    # CPU: a guarded row's probe counts with its search, against its own train stage's CPU alone
+    cpu = report["runs"]["ivlp"]["1"]["searches"]["paper"]["cpu_seconds"]
+    assert 0 < guarded["probe_cpu_seconds"] < guarded["cpu_seconds"]
+    assert verdict[inherited[1]]["search_over_train_cpu"] == [
+        (cpu + guarded["probe_cpu_seconds"]) / (guarded["cpu_seconds"] - guarded["probe_cpu_seconds"])]
+    assert v["search_over_train_cpu"] == [cpu / rows[inherited[0]]["cpu_seconds"]]
+    # a guarded row cached before its probe's CPU was recorded apart: its ratio is unknown, not guessed
+    legacy = {k: x for k, x in guarded.items() if k != "probe_cpu_seconds"}
+    assert sq._search_over_train_cpu(report["runs"]["ivlp"]["1"], inherited[1], legacy) is None
+    assert sq._mean_ratio([1.0, None]) == "n/a" and sq._mean_ratio([1.0, 2.0]) == "1.50x"
     assert "At equal total cost" in sq.format_design(summary, SETTINGS)
     # the most any selection among the random configurations could gain over the hand design at that cost
     assert summary["ceiling"] == [max(at_cost) - rows["hand design @ DPL cost"]["test_acc"]]
