@@ -10,6 +10,8 @@ from dpl_plugin import PromptConfig, build_prompted_clip
 from dpl_plugin.engine.start_probe import probe_starts
 from dpl_plugin.engine.training import TrainSettings, evaluate, train_prompts
 from dpl_plugin.runtime.reproducibility import seed_everything
+from dpl_plugin.search import SearchSettings
+from dpl_plugin.search.cost import cost_line, probe_cost_in_train_epochs
 from test_training import data
 
 CONFIG = PromptConfig.ivlp(2, 2, 2, 2, 3, 3)
@@ -82,6 +84,11 @@ def test_a_probe_longer_than_the_train_stage_probes_all_of_it(tiny_clip):
     result = probe_starts(lambda start: build_prompted_clip(tiny_clip, CLASSNAMES, CONFIG), ["a", "b"],
                           DataLoader(data(), batch_size=5), DataLoader(data(10, seed=1), batch_size=10), settings, 5)
     assert result.epochs == 1 and result.samples == 2 * len(data())
+    # the cost a run's log announces before it starts: the same count, in passes over the training split
+    assert probe_cost_in_train_epochs(2, 5, settings.epochs) * len(data()) == result.samples
+    line = cost_line(SearchSettings(epochs=2, warmup_epochs=2), train_epochs=4, probe_passes=2)
+    assert line == ("search cost: 2 epochs = 2 passes over the training split (forward and backward)"
+                    " + the start probe's 2, 1.00x the train stage's 4")
 
 
 @pytest.mark.parametrize("starts, epochs", [(["a"], 1), (["a", "b"], 0)])

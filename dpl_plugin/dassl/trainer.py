@@ -44,7 +44,7 @@ from ..runtime.lock import lock_output_dir
 from ..runtime.reproducibility import capture_rng_state, restore_rng_state, seed_everything
 from ..runtime.sharded_data import set_epoch
 from ..search import CHECKPOINT_FILE, CONFIG_FILE, BilevelSearch, SearchSettings, build_supernet, definition
-from ..search.cost import cost_line
+from ..search.cost import cost_line, probe_cost_in_train_epochs
 from ..search.inherit import supernet_from_checkpoint
 from . import checkpoint_folder
 from .batch_job_output import one_line_per_epoch
@@ -59,6 +59,7 @@ from .search_data import search_loaders
 MODEL_NAME = "prompt_learner"  # Dassl's registered name: checkpoints go to OUTPUT_DIR/prompt_learner/
 SEARCH_DIR = "search"
 TRAINED_CONFIG = "prompt_config.yaml"
+PROBED_STARTS = (SEARCHED, TEMPLATE)  # TRAIN.PROBE_EPOCHS: the supernet's prompts against fresh ones
 
 
 class DPLTrainer(TrainerX):
@@ -316,7 +317,9 @@ class DPLTrainer(TrainerX):
                       definition.PROVENANCE_KEY: self._search_definition()}
         print(f"Searching prompt lengths ({self.design.name} design, branches {list(self.design.branches)}, "
               f"candidates {list(learner.candidates)}, {settings.epochs} epochs) into {folder}")
-        print(cost_line(settings.resolved(), cfg.OPTIM.MAX_EPOCH))
+        probe = probe_cost_in_train_epochs(len(PROBED_STARTS), cfg.TRAINER.DPL.TRAIN.PROBE_EPOCHS,
+                                           cfg.OPTIM.MAX_EPOCH) if probes(cfg) else 0
+        print(cost_line(settings.resolved(), cfg.OPTIM.MAX_EPOCH, probe))
         result = BilevelSearch(model, train_loader, val_loader, optimizer, scheduler, settings, folder, self.device,
                                provenance=provenance,
                                objective=self._search_objective().prepare(model, self.classnames)).run()
@@ -438,7 +441,7 @@ class DPLTrainer(TrainerX):
         epochs = cfg.TRAINER.DPL.TRAIN.PROBE_EPOCHS
         print(f"Start probe (TRAINER.DPL.TRAIN.PROBE_EPOCHS {epochs}): the train stage's first epochs from the "
               f"supernet's prompts, then from fresh prompts; their epoch lines follow")
-        result = probe_starts(build, (SEARCHED, TEMPLATE), self.train_loader_x, self.val_loader,
+        result = probe_starts(build, PROBED_STARTS, self.train_loader_x, self.val_loader,
                               TrainSettings(epochs=cfg.OPTIM.MAX_EPOCH, precision=precision), epochs,
                               seed=cfg.SEED if cfg.SEED >= 0 else None, before_training=self._seed_rank,
                               objective=self.objective,

@@ -22,12 +22,21 @@ def search_cost_in_train_epochs(settings: SearchSettings) -> float:
     return settings.epochs + moving * per_alpha_step
 
 
-def cost_line(settings: SearchSettings, train_epochs: int) -> str:
-    """One line for a run's log: the search's cost against the train stage that follows it."""
+def probe_cost_in_train_epochs(starts: int, probe_epochs: int, train_epochs: int) -> int:
+    """The start probe's passes over the training split: the train stage's first ``probe_epochs``
+    (at most all of them) from each of ``starts`` starts (:mod:`dpl_plugin.engine.start_probe`)."""
+    return starts * min(probe_epochs, train_epochs)
+
+
+def cost_line(settings: SearchSettings, train_epochs: int, probe_passes: int = 0) -> str:
+    """One line for a run's log: the search's cost (and the start probe's, ``probe_passes`` passes
+    over the training split, where the train stage probes its start) against the train stage."""
     search = search_cost_in_train_epochs(settings)
-    ratio = f"{search / train_epochs:.2f}x" if train_epochs > 0 else "no train stage"
+    total = search + probe_passes
+    ratio = f"{total / train_epochs:.2f}x" if train_epochs > 0 else "no train stage"
+    probe = f" + the start probe's {probe_passes:g}" if probe_passes else ""
     line = (f"search cost: {settings.epochs} epochs = {search:g} passes over the training split "
-            f"(forward and backward), {ratio} the train stage's {train_epochs}")
+            f"(forward and backward){probe}, {ratio} the train stage's {train_epochs}")
     return line + _selection_cost(settings)
 
 
